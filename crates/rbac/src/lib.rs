@@ -1,0 +1,1 @@
+//! The RBAC-evaluation core of ksiam.
