@@ -8,6 +8,7 @@
 //!   `AlwaysDeny` modes.
 //! - [`status`]: the 401/403 `Status` bodies, byte-compatible with ks-apiserver.
 //! - [`naive`]: a literal, slow reference evaluator used to test the snapshot.
+//! - [`generate`]: the deterministic policy generator behind the benchmarks.
 //!
 //! This crate does no I/O, never panics on any input, and every decision carries its reason.
 //!
@@ -30,6 +31,7 @@
 //! assert!(!authz.decide(&store, &info.attributes(user, &[])).allowed());
 //! ```
 
+pub mod generate;
 pub mod matching;
 pub mod model;
 pub mod naive;
