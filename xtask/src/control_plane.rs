@@ -1,25 +1,254 @@
-//! The local control plane: build kube-apiserver/etcd from Go modules, run them, run the tests.
+//! The local control plane: etcd, kube-apiserver and kube-controller-manager on loopback, as child processes.
+//!
+//! ```text
+//!  etcd 127.0.0.1:<free> ◄── kube-apiserver https://127.0.0.1:<free> ◄── kube-controller-manager
+//!   (--unsafe-no-fsync)        client certs (ca.crt), static tokens          (garbage collector, namespace,
+//!                              RBAC, admission webhooks on                     serviceaccount(-token), root CA,
+//!                                                                              role aggregation, deployment, replicaset)
+//! ```
+//!
+//! No scheduler and no kubelet: Pods stay Pending. Everything lives in one run directory under `target/`:
+//! `pki/`, `tokens.csv`, `kubeconfig`, `etcd/` (data), one log per component and `state.json` (pids).
+//! The flags follow `shared/design/control-plane.md` §3.2 and §4.
 
-use std::path::Path;
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    Local,
-    Kind,
+use anyhow::Context as _;
+
+use crate::k8s_bin::Binaries;
+use crate::pki::{self, ADMIN_USER, Pki};
+use crate::probe;
+use crate::process::Supervisor;
+use crate::progress::Step;
+
+pub use crate::suite::Backend;
+
+/// `cargo xtask up [--detach]`.
+pub fn up(root: &Path, detach: bool) -> anyhow::Result<()> {
+    crate::stack::up(root, detach)
 }
 
-pub fn up(_root: &Path, _detach: bool) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+/// `cargo xtask down`.
+pub fn down(root: &Path) -> anyhow::Result<()> {
+    crate::stack::down(root)
 }
 
-pub fn down(_root: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+/// `cargo xtask test`.
+pub fn test(root: &Path) -> anyhow::Result<()> {
+    crate::suite::test(root)
 }
 
-pub fn test(_root: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+/// `cargo xtask e2e [--backend local|kind] [-- args]`.
+pub fn e2e(root: &Path, backend: Backend, args: &[String]) -> anyhow::Result<()> {
+    crate::suite::e2e(root, backend, args)
 }
 
-pub fn e2e(_root: &Path, _backend: Backend, _args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+/// KCM controllers: enough for namespaces, ServiceAccounts, garbage collection, aggregated roles and Deployments
+/// that create (forever Pending) Pods.
+const CONTROLLERS: &[&str] = &[
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "clusterrole-aggregation-controller",
+    "deployment-controller",
+    "replicaset-controller",
+];
+
+/// A running control plane; dropping it stops every process.
+pub struct ControlPlane {
+    pub run_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    pub procs: Supervisor,
+}
+
+// === impl ControlPlane ===
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver and kube-controller-manager in `run_dir` and waits until each is ready.
+    pub fn start(bins: &Binaries, run_dir: &Path) -> anyhow::Result<Self> {
+        let step = Step::start(format!("control plane in {}", run_dir.display()));
+        fs::create_dir_all(run_dir)?;
+        let run_dir = run_dir.canonicalize()?;
+        let mut procs = Supervisor::new(run_dir.join("state.json"));
+
+        let pki = pki::generate(&run_dir.join("pki"))?;
+        let admin_token = pki::random_hex(32)?;
+        let tokens = run_dir.join("tokens.csv");
+        pki::write_secret(
+            &tokens,
+            &format!("{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n"),
+        )?;
+        pki::write_secret(&run_dir.join("admin-token"), &admin_token)?;
+        let tls = probe::tls_trusting(pki.ca_der.clone())?;
+
+        let etcd_addr = free_port()?;
+        let peer_addr = free_port()?;
+        let etcd_url = format!("http://{etcd_addr}");
+        let peer_url = format!("http://{peer_addr}");
+        let mut etcd = Command::new(&bins.etcd);
+        etcd.arg("--name=ksiam")
+            .arg(format!("--data-dir={}", run_dir.join("etcd").display()))
+            .arg(format!("--listen-client-urls={etcd_url}"))
+            .arg(format!("--advertise-client-urls={etcd_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=ksiam={peer_url}"))
+            .args(["--unsafe-no-fsync=true", "--log-level=warn"]);
+        procs.spawn("etcd", etcd, &run_dir.join("etcd.log"))?;
+        procs.wait_ready("etcd", Duration::from_secs(60), || {
+            probe::ok(etcd_addr, "/health", None, None, "\"health\":\"true\"")
+        })?;
+
+        let api_addr = free_port()?;
+        let mut apiserver = Command::new(&bins.kube_apiserver);
+        apiserver
+            .arg(format!("--etcd-servers={etcd_url}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={}", api_addr.port()))
+            // A loopback advertise address needs the endpoint reconciler off (control-plane.md §3.2).
+            .args(["--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"])
+            .arg(format!("--tls-cert-file={}", pki.apiserver_crt.display()))
+            .arg(format!("--tls-private-key-file={}", pki.apiserver_key.display()))
+            .arg(format!("--client-ca-file={}", pki.ca_crt.display()))
+            .arg(format!("--token-auth-file={}", tokens.display()))
+            .arg(format!("--service-account-issuer=https://{api_addr}"))
+            .arg(format!("--service-account-key-file={}", pki.sa_pub.display()))
+            .arg(format!("--service-account-signing-key-file={}", pki.sa_key.display()))
+            .arg("--authorization-mode=RBAC")
+            .arg("--enable-admission-plugins=NamespaceLifecycle,MutatingAdmissionWebhook,ValidatingAdmissionWebhook")
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .args(["--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true"])
+            .args(["--profiling=false", "--v=1"]);
+        procs.spawn("kube-apiserver", apiserver, &run_dir.join("kube-apiserver.log"))?;
+        procs.wait_ready("kube-apiserver", Duration::from_secs(120), || {
+            probe::ok(api_addr, "/readyz", Some(&tls), Some(&admin_token), "ok")
+        })?;
+
+        let kubeconfig = run_dir.join("kubeconfig");
+        write_kubeconfig(&kubeconfig, api_addr, &pki)?;
+
+        let mut kcm = Command::new(&bins.kube_controller_manager);
+        kcm.arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("--leader-elect=false")
+            .arg(format!("--controllers={}", CONTROLLERS.join(",")))
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                pki.sa_key.display()
+            ))
+            .arg(format!("--root-ca-file={}", pki.ca_crt.display()))
+            .arg("--use-service-account-credentials=false")
+            .args(["--bind-address=127.0.0.1", "--secure-port=0", "--v=1"]);
+        procs.spawn(
+            "kube-controller-manager",
+            kcm,
+            &run_dir.join("kube-controller-manager.log"),
+        )?;
+        // The ServiceAccount controller creating `default/default` shows the controllers are running.
+        procs.wait_ready("kube-controller-manager", Duration::from_secs(90), || {
+            let path = "/api/v1/namespaces/default/serviceaccounts/default";
+            probe::ok(
+                api_addr,
+                path,
+                Some(&tls),
+                Some(&admin_token),
+                "\"name\":\"default\"",
+            )
+        })?;
+
+        step.done();
+        Ok(Self {
+            run_dir,
+            kubeconfig,
+            kubectl: bins.kubectl.clone(),
+            procs,
+        })
+    }
+
+    /// kubectl with this control plane's kubeconfig.
+    pub fn kubectl(&self) -> Kubectl {
+        Kubectl {
+            bin: self.kubectl.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+        }
+    }
+}
+
+/// A free loopback port: bind port 0, read the port the kernel chose, release it.
+pub fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+fn write_kubeconfig(path: &Path, api: SocketAddr, pki: &Pki) -> anyhow::Result<()> {
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "ksiam", "cluster": {
+            "server": format!("https://{api}"),
+            "certificate-authority": pki.ca_crt,
+        }}],
+        "users": [{"name": ADMIN_USER, "user": {
+            "client-certificate": pki.admin_crt,
+            "client-key": pki.admin_key,
+        }}],
+        "contexts": [{"name": "ksiam", "context": {"cluster": "ksiam", "user": ADMIN_USER}}],
+        "current-context": "ksiam",
+    });
+    pki::write_secret(path, &serde_yaml::to_string(&kubeconfig)?)
+}
+
+/// A kubectl binary bound to one kubeconfig.
+#[derive(Clone)]
+pub struct Kubectl {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+// === impl Kubectl ===
+
+impl Kubectl {
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()));
+        cmd
+    }
+
+    /// Runs kubectl with `args`, returning stdout or failing with its output.
+    pub fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        crate::process::run(self.cmd().args(args))
+    }
+
+    /// `kubectl apply -f -` with `manifest` (YAML or JSON) on stdin.
+    pub fn apply(&self, manifest: &str) -> anyhow::Result<String> {
+        use std::io::Write as _;
+        let mut child = self
+            .cmd()
+            .args(["apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(manifest.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "kubectl apply failed with {}\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
 }

@@ -4,6 +4,14 @@
 
 mod codegen;
 mod control_plane;
+mod k8s_bin;
+mod kind;
+mod pki;
+mod probe;
+mod process;
+mod progress;
+mod stack;
+mod suite;
 
 use std::path::PathBuf;
 
@@ -59,6 +67,8 @@ fn main() -> anyhow::Result<()> {
 
 /// The workspace root (the parent of `xtask/`).
 fn project_root() -> PathBuf {
-    let dir = std::env::var("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|_| ".".into());
+    let dir = std::env::var("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| ".".into());
     dir.parent().map(PathBuf::from).unwrap_or(dir)
 }

@@ -1,0 +1,121 @@
+//! The control plane's PKI, generated fresh for every run with rcgen (no openssl needed).
+//!
+//! ```text
+//! ca.crt/ca.key ──signs──► apiserver.crt/.key  (serverAuth; IP 127.0.0.1, 10.0.0.1; DNS localhost, kubernetes.default.svc)
+//!               └─signs──► admin.crt/.key      (clientAuth; CN=ksiam-admin, O=system:masters)
+//! sa.key/sa.pub            ServiceAccount token signing key pair (ECDSA P-256)
+//! ```
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::CertificateDer;
+
+/// The admin user of the local control plane (client certificate and static token).
+pub const ADMIN_USER: &str = "ksiam-admin";
+
+/// Paths of the PEM files written by [`generate`].
+pub struct Pki {
+    pub ca_crt: PathBuf,
+    pub ca_der: CertificateDer<'static>,
+    pub apiserver_crt: PathBuf,
+    pub apiserver_key: PathBuf,
+    pub admin_crt: PathBuf,
+    pub admin_key: PathBuf,
+    pub sa_key: PathBuf,
+    pub sa_pub: PathBuf,
+}
+
+/// Generates the CA, the serving and admin certificates and the ServiceAccount key pair into `dir`.
+pub fn generate(dir: &Path) -> anyhow::Result<Pki> {
+    fs::create_dir_all(dir)?;
+
+    let mut ca_params = CertificateParams::default();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "ksiam-local-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate()?;
+    let ca_key_pem = ca_key.serialize_pem();
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
+
+    let serving_names = ["127.0.0.1", "localhost", "10.0.0.1", "kubernetes.default.svc"];
+    let mut serving = CertificateParams::new(serving_names.map(String::from).to_vec())?;
+    serving
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    serving.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let serving_key = KeyPair::generate()?;
+    let serving_cert = serving.signed_by(&serving_key, &ca)?;
+
+    let mut admin = CertificateParams::default();
+    admin.distinguished_name.push(DnType::CommonName, ADMIN_USER);
+    admin
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
+    admin.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let admin_key = KeyPair::generate()?;
+    let admin_cert = admin.signed_by(&admin_key, &ca)?;
+
+    let sa = KeyPair::generate()?;
+
+    let pki = Pki {
+        ca_crt: dir.join("ca.crt"),
+        ca_der: ca.der().clone(),
+        apiserver_crt: dir.join("apiserver.crt"),
+        apiserver_key: dir.join("apiserver.key"),
+        admin_crt: dir.join("admin.crt"),
+        admin_key: dir.join("admin.key"),
+        sa_key: dir.join("sa.key"),
+        sa_pub: dir.join("sa.pub"),
+    };
+    write_public(&pki.ca_crt, &ca.pem())?;
+    write_secret(&dir.join("ca.key"), &ca_key_pem)?;
+    write_public(&pki.apiserver_crt, &serving_cert.pem())?;
+    write_secret(&pki.apiserver_key, &serving_key.serialize_pem())?;
+    write_public(&pki.admin_crt, &admin_cert.pem())?;
+    write_secret(&pki.admin_key, &admin_key.serialize_pem())?;
+    write_secret(&pki.sa_key, &sa.serialize_pem())?;
+    write_public(&pki.sa_pub, &sa.public_key_pem())?;
+    Ok(pki)
+}
+
+fn write_public(path: &Path, contents: &str) -> anyhow::Result<()> {
+    fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes a file only its owner can read (private keys, tokens).
+pub fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let _ = fs::remove_file(path);
+    let mut file = fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+/// `n` random bytes as lowercase hex, from the kernel's generator.
+pub fn random_hex(n: usize) -> anyhow::Result<String> {
+    let mut bytes = vec![0; n];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,316 @@
+//! The whole local stack: control plane, KubeSphere's CRDs and built-in roles, system namespaces and workspace,
+//! and `ksiam all` once that binary exists. `cargo xtask up` / `down` and the e2e run all start it this way.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread::sleep;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::control_plane::{ControlPlane, Kubectl, free_port};
+use crate::k8s_bin;
+use crate::process::{self, install_signal_handler};
+use crate::progress::{Step, say};
+
+/// Namespaces KubeSphere puts into `system-workspace`; the last two are KubeSphere's own.
+const SYSTEM_NAMESPACES: [&str; 6] = [
+    "default",
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "kubesphere-system",
+    "kubesphere-controls-system",
+];
+const SYSTEM_LABELS: [(&str, &str); 3] = [
+    ("kubesphere.io/workspace", "system-workspace"),
+    ("kubesphere.io/managed", "true"),
+    ("kubesphere.io/protected-resource", "true"),
+];
+
+/// A running stack; dropping it stops everything.
+pub struct Stack {
+    pub cp: ControlPlane,
+    /// `KSIAM_GATEWAY` and `KSIAM_JWT_SECRET_FILE`, when `ksiam all` runs.
+    pub ksiam: Option<KsiamAll>,
+}
+
+pub struct KsiamAll {
+    pub gateway: String,
+    pub jwt_secret_file: PathBuf,
+}
+
+// === impl Stack ===
+
+impl Stack {
+    /// Builds what is missing and starts everything in `run_dir`.
+    pub fn start(root: &Path, run_dir: &Path) -> anyhow::Result<Self> {
+        let bins = k8s_bin::ensure(root)?;
+        let ksiam_bin = build_ksiam(root)?;
+        let mut cp = ControlPlane::start(&bins, run_dir)?;
+        bootstrap(root, &cp.kubectl())?;
+        let ksiam = match ksiam_bin {
+            Some(bin) => Some(start_ksiam(&mut cp, &bin)?),
+            None => {
+                say("ksiam all: not built yet (no `ksiam` package in the workspace)");
+                None
+            }
+        };
+        Ok(Self { cp, ksiam })
+    }
+
+    /// The environment a user or a test needs to reach the stack, as `(name, value)` pairs.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("KUBECONFIG", self.cp.kubeconfig.display().to_string()),
+            ("KSIAM_KUBECTL", self.cp.kubectl.display().to_string()),
+        ];
+        if let Some(k) = &self.ksiam {
+            env.push(("KSIAM_GATEWAY", k.gateway.clone()));
+            env.push(("KSIAM_JWT_SECRET_FILE", k.jwt_secret_file.display().to_string()));
+        }
+        env
+    }
+}
+
+/// Applies what KubeSphere has in every cluster before its own controllers start.
+pub fn bootstrap(root: &Path, kubectl: &Kubectl) -> anyhow::Result<()> {
+    let step = Step::start("bootstrap: CRDs, built-in roles, system namespaces and workspace");
+    let crds = root.join("deploy").join("crds");
+    if has_yaml(&crds)? {
+        let dir = format!("{}/", crds.display());
+        kubectl.run(&["apply", "--server-side", "--force-conflicts", "-f", &dir])?;
+        kubectl.run(&["wait", "--for=condition=Established", "--timeout=60s", "-f", &dir])?;
+        say("CRDs from deploy/crds/ are Established");
+    } else {
+        say("skipping deploy/crds/: not generated yet (run `cargo xtask codegen`)");
+    }
+
+    let roles = root.join("deploy").join("builtin-roles.yaml");
+    if roles.is_file() {
+        kubectl.run(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &roles.display().to_string(),
+        ])?;
+        say("applied deploy/builtin-roles.yaml");
+    } else {
+        say("skipping deploy/builtin-roles.yaml: not generated yet (run `cargo xtask codegen`)");
+    }
+
+    let labels: serde_json::Map<String, serde_json::Value> = SYSTEM_LABELS
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+        .collect();
+    let namespaces: Vec<_> = SYSTEM_NAMESPACES
+        .iter()
+        .map(|name| {
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": labels},
+            })
+        })
+        .collect();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": namespaces});
+    kubectl.apply(&list.to_string())?;
+    say(format!("labelled namespaces {}", SYSTEM_NAMESPACES.join(" ")));
+
+    let has_workspaces = kubectl
+        .cmd()
+        .args(["get", "crd", "workspacetemplates.tenant.kubesphere.io"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?
+        .success();
+    if has_workspaces {
+        let workspace = serde_json::json!({
+            "apiVersion": "tenant.kubesphere.io/v1beta1",
+            "kind": "WorkspaceTemplate",
+            "metadata": {"name": "system-workspace"},
+            "spec": {"template": {"spec": {"manager": "admin"}}},
+        });
+        kubectl.apply(&workspace.to_string())?;
+        say("created WorkspaceTemplate system-workspace");
+    } else {
+        say("skipping WorkspaceTemplate system-workspace: its CRD is not installed yet");
+    }
+    step.done();
+    Ok(())
+}
+
+fn has_yaml(dir: &Path) -> anyhow::Result<bool> {
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Builds the `ksiam` binary if the workspace has that package; `None` while it does not exist yet.
+fn build_ksiam(root: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let metadata = process::run(Command::new(cargo()).current_dir(root).args([
+        "metadata",
+        "--no-deps",
+        "--format-version=1",
+    ]))?;
+    let metadata: serde_json::Value = serde_json::from_str(&metadata)?;
+    let has_bin = metadata["packages"].as_array().into_iter().flatten().any(|p| {
+        p["name"] == "ksiam"
+            && p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| t["name"] == "ksiam" && t["kind"][0] == "bin")
+    });
+    if !has_bin {
+        return Ok(None);
+    }
+    let step = Step::start("cargo build -p ksiam");
+    process::run_inherit(
+        Command::new(cargo())
+            .current_dir(root)
+            .args(["build", "-p", "ksiam", "--bin", "ksiam"]),
+    )?;
+    step.done();
+    let dir = metadata["target_directory"]
+        .as_str()
+        .context("cargo metadata: no target_directory")?;
+    Ok(Some(Path::new(dir).join("debug").join("ksiam")))
+}
+
+/// Starts `ksiam all` against the control plane and waits until its gateway accepts connections.
+///
+/// Its configuration goes through the environment (clap `env` fallbacks), so flags can still change:
+/// `KUBECONFIG`, `KSIAM_JWT_SECRET_FILE` (the HS256 secret) and `KSIAM_GATEWAY_LISTEN` (`127.0.0.1:<port>`).
+fn start_ksiam(cp: &mut ControlPlane, bin: &Path) -> anyhow::Result<KsiamAll> {
+    let jwt_secret_file = cp.run_dir.join("jwt-secret");
+    crate::pki::write_secret(&jwt_secret_file, &crate::pki::random_hex(32)?)?;
+    let listen = free_port()?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("all")
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("KSIAM_JWT_SECRET_FILE", &jwt_secret_file)
+        .env("KSIAM_GATEWAY_LISTEN", listen.to_string());
+    cp.procs.spawn("ksiam", cmd, &cp.run_dir.join("ksiam.log"))?;
+    cp.procs.wait_ready("ksiam", Duration::from_secs(60), || {
+        std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(1)).is_ok()
+    })?;
+    Ok(KsiamAll {
+        gateway: format!("http://{listen}"),
+        jwt_secret_file,
+    })
+}
+
+/// `$CARGO` when run through cargo, else `cargo`.
+pub fn cargo() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| "cargo".into(), PathBuf::from)
+}
+
+/// `target/ksiam-up/`: the run directory of `cargo xtask up`.
+fn up_dir(root: &Path) -> PathBuf {
+    root.join("target").join("ksiam-up")
+}
+
+/// `cargo xtask up [--detach]`.
+pub fn up(root: &Path, detach: bool) -> anyhow::Result<()> {
+    install_signal_handler()?;
+    let dir = up_dir(root);
+    let state = dir.join("state.json");
+    let running = process::recorded_running(&state)?;
+    if !running.is_empty() {
+        bail!("the stack is already up (pids {running:?}); run `cargo xtask down` first");
+    }
+    clean_run_dir(&dir, false)?;
+
+    let stack = Stack::start(root, &dir)?;
+    let env_file = dir.join("env");
+    let mut env: String = stack
+        .env()
+        .iter()
+        .map(|(k, v)| format!("export {k}={}\n", shell_quote(v)))
+        .collect();
+    if let Some(bin_dir) = stack.cp.kubectl.parent() {
+        env += &format!(
+            "export PATH={}:\"$PATH\"\n",
+            shell_quote(&bin_dir.display().to_string())
+        );
+    }
+    fs::write(&env_file, env)?;
+    process::remove_on_signal(&env_file);
+
+    let rel = env_file
+        .strip_prefix(root)
+        .unwrap_or(&env_file)
+        .display()
+        .to_string();
+    println!("\nThe stack is up. In a shell:\n\n    . {rel}\n    kubectl get --raw /readyz\n");
+    for (k, v) in stack.env() {
+        println!("    {k}={v}");
+    }
+    println!("\nLogs: {}/*.log", dir.display());
+
+    if detach {
+        println!("Stop it with `cargo xtask down`.");
+        let Stack { cp, .. } = stack;
+        cp.procs.detach();
+        return Ok(());
+    }
+    println!("Press Ctrl-C to stop everything.");
+    let mut stack = stack;
+    loop {
+        sleep(Duration::from_secs(2));
+        if let Err(e) = stack.cp.procs.check_running() {
+            let _ = fs::remove_file(&env_file);
+            return Err(e);
+        }
+    }
+}
+
+/// `cargo xtask down`: stops what `up --detach` started, by recorded pid, and removes its state.
+pub fn down(root: &Path) -> anyhow::Result<()> {
+    let dir = up_dir(root);
+    let state = dir.join("state.json");
+    if !state.exists() {
+        say(format!("nothing to stop: no {}", state.display()));
+        return Ok(());
+    }
+    let stopped = process::stop_recorded(&state)?;
+    say(format!("stopped {stopped} processes"));
+    clean_run_dir(&dir, true)
+}
+
+/// Removes a run directory's state and data; `keep_logs` keeps the logs for a post-mortem.
+fn clean_run_dir(dir: &Path, keep_logs: bool) -> anyhow::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if keep_logs && path.extension().is_some_and(|e| e == "log") {
+            continue;
+        }
+        if path.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Quotes a value for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
