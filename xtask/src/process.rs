@@ -285,7 +285,11 @@ pub fn stop_recorded(state_file: &Path) -> anyhow::Result<usize> {
     }
     // These processes were orphans, so init (not us) reaps them; wait for that, so nothing lingers in `ps`.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while orphans.iter().any(|pid| Path::new(&format!("/proc/{pid}")).exists()) && Instant::now() < deadline {
+    while orphans
+        .iter()
+        .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        && Instant::now() < deadline
+    {
         sleep(Duration::from_millis(50));
     }
     fs::remove_file(state_file).with_context(|| format!("removing {}", state_file.display()))?;
