@@ -8,6 +8,7 @@
 //! - [`iam`]: `iam.kubesphere.io/v1beta1` roles, bindings, [`RoleTemplate`], [`BuiltinRole`], [`User`].
 //! - [`cluster`], [`tenant`]: [`Cluster`], [`Workspace`], [`WorkspaceTemplate`].
 //! - [`constants`]: labels, annotations, finalizers, well-known users, event reasons.
+//! - [`builtin`]: the GlobalRoles, GlobalRoleBindings, ClusterRoles and BuiltinRoles KubeSphere installs.
 //!
 //! Objects that KubeSphere defines without a `spec` (the ServiceAccount and all iam kinds except
 //! RoleTemplate) keep their fields in a `*Spec` struct on the Rust side, flattened onto the
@@ -22,6 +23,7 @@
 //! assert!(json.get("spec").is_none() && json.get("secrets").is_none());
 //! ```
 
+pub mod builtin;
 pub mod cluster;
 pub mod constants;
 pub mod iam;
