@@ -9,6 +9,7 @@
 //! - [`cluster`], [`tenant`]: [`Cluster`], [`Workspace`], [`WorkspaceTemplate`].
 //! - [`constants`]: labels, annotations, finalizers, well-known users, event reasons.
 //! - [`builtin`]: the GlobalRoles, GlobalRoleBindings, ClusterRoles and BuiltinRoles KubeSphere installs.
+//! - [`generate`]: the CRDs and the YAML files that `cargo xtask codegen` writes to `deploy/`.
 //!
 //! Objects that KubeSphere defines without a `spec` (the ServiceAccount and all iam kinds except
 //! RoleTemplate) keep their fields in a `*Spec` struct on the Rust side, flattened onto the
@@ -26,6 +27,7 @@
 pub mod builtin;
 pub mod cluster;
 pub mod constants;
+pub mod generate;
 pub mod iam;
 mod schema;
 pub mod serviceaccount;
@@ -33,6 +35,7 @@ pub mod tenant;
 
 pub use self::{
     cluster::{Cluster, ClusterSpec, ClusterStatus},
+    generate::{crds, generated_files},
     iam::{
         AggregationRoleTemplates, BuiltinRole, BuiltinRoleSpec, ClusterRole, ClusterRoleBinding,
         ClusterRoleBindingSpec, ClusterRoleSpec, GlobalRole, GlobalRoleBinding, GlobalRoleBindingSpec,
