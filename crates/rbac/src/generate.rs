@@ -44,17 +44,32 @@ pub struct Request {
 impl Generated {
     /// The request allowed by the first binding evaluated.
     pub fn allow_first(&self) -> Request {
-        Request { verb: "get", api_group: "apps", resource: "widgets", namespace: self.namespace.clone() }
+        Request {
+            verb: "get",
+            api_group: "apps",
+            resource: "widgets",
+            namespace: self.namespace.clone(),
+        }
     }
 
     /// The request allowed only by the last binding evaluated.
     pub fn allow_last(&self) -> Request {
-        Request { verb: "delete", api_group: "apps", resource: "gadgets", namespace: self.namespace.clone() }
+        Request {
+            verb: "delete",
+            api_group: "apps",
+            resource: "gadgets",
+            namespace: self.namespace.clone(),
+        }
     }
 
     /// A request nothing allows.
     pub fn deny(&self) -> Request {
-        Request { verb: "escalate", api_group: "apps", resource: "gizmos", namespace: self.namespace.clone() }
+        Request {
+            verb: "escalate",
+            api_group: "apps",
+            resource: "gizmos",
+            namespace: self.namespace.clone(),
+        }
     }
 }
 
@@ -90,7 +105,16 @@ impl Rng {
 
 const VERBS: [&str; 7] = ["get", "list", "watch", "create", "update", "patch", "delete"];
 const GROUPS: [&str; 5] = ["", "apps", "batch", "iam.kubesphere.io", "tenant.kubesphere.io"];
-const RESOURCES: [&str; 8] = ["pods", "deployments", "jobs", "users", "workspaces", "secrets", "configmaps", "services"];
+const RESOURCES: [&str; 8] = [
+    "pods",
+    "deployments",
+    "jobs",
+    "users",
+    "workspaces",
+    "secrets",
+    "configmaps",
+    "services",
+];
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
@@ -111,24 +135,49 @@ fn random_rule(rng: &mut Rng) -> PolicyRule {
         return rule(&["*"], &["*"], &[*rng.pick(&RESOURCES)]);
     }
     let verbs: Vec<&str> = (0..1 + rng.below(3)).map(|_| *rng.pick(&VERBS)).collect();
-    rule(&verbs, &[*rng.pick(&GROUPS)], &[*rng.pick(&RESOURCES), *rng.pick(&RESOURCES)])
+    rule(
+        &verbs,
+        &[*rng.pick(&GROUPS)],
+        &[*rng.pick(&RESOURCES), *rng.pick(&RESOURCES)],
+    )
 }
 
 fn role(kind: RoleKind, namespace: &str, name: String, rules: Vec<PolicyRule>) -> Role {
-    Role { kind, namespace: namespace.to_owned(), name, rules, rego: None }
+    Role {
+        kind,
+        namespace: namespace.to_owned(),
+        name,
+        rules,
+        rego: None,
+    }
 }
 
 fn subject(kind: &str, name: String, api_group: &str, namespace: &str) -> Subject {
-    Subject { kind: kind.into(), api_group: api_group.into(), name, namespace: namespace.into() }
+    Subject {
+        kind: kind.into(),
+        api_group: api_group.into(),
+        name,
+        namespace: namespace.into(),
+    }
 }
 
-fn binding(kind: BindingKind, namespace: &str, name: String, role_ref: (&str, String), subjects: Vec<Subject>) -> Binding {
+fn binding(
+    kind: BindingKind,
+    namespace: &str,
+    name: String,
+    role_ref: (&str, String),
+    subjects: Vec<Subject>,
+) -> Binding {
     Binding {
         kind,
         namespace: namespace.to_owned(),
         name,
         workspace: None,
-        role_ref: RoleRef { api_group: "iam.kubesphere.io".into(), kind: role_ref.0.into(), name: role_ref.1 },
+        role_ref: RoleRef {
+            api_group: "iam.kubesphere.io".into(),
+            kind: role_ref.0.into(),
+            name: role_ref.1,
+        },
         subjects,
     }
 }
@@ -146,19 +195,32 @@ pub fn generate(n: usize, seed: u64) -> Generated {
     for i in 0..namespaces {
         // One namespace in eight belongs to no workspace.
         let workspace = (i % 8 != 7).then(|| format!("ws-{}", i % workspaces));
-        p.namespaces.push(Namespace { name: format!("ns-{i}"), workspace });
+        p.namespaces.push(Namespace {
+            name: format!("ns-{i}"),
+            workspace,
+        });
     }
-    for kind in [RoleKind::GlobalRole, RoleKind::WorkspaceRole, RoleKind::ClusterRole] {
+    for kind in [
+        RoleKind::GlobalRole,
+        RoleKind::WorkspaceRole,
+        RoleKind::ClusterRole,
+    ] {
         for i in 0..roles_per_kind {
             let rules = (0..1 + rng.below(4)).map(|_| random_rule(&mut rng)).collect();
-            p.roles.push(role(kind, "", format!("{}-{i}", kind.as_str().to_lowercase()), rules));
+            p.roles.push(role(
+                kind,
+                "",
+                format!("{}-{i}", kind.as_str().to_lowercase()),
+                rules,
+            ));
         }
     }
     for i in 0..namespaces {
         let ns = format!("ns-{i}");
         for j in 0..2 {
             let rules = (0..1 + rng.below(4)).map(|_| random_rule(&mut rng)).collect();
-            p.roles.push(role(RoleKind::Role, &ns, format!("role-{j}"), rules));
+            p.roles
+                .push(role(RoleKind::Role, &ns, format!("role-{j}"), rules));
         }
     }
 
@@ -167,16 +229,64 @@ pub fn generate(n: usize, seed: u64) -> Generated {
     let target_ws = "ws-0".to_owned();
     let user = || subject("User", TARGET_USER.into(), "iam.kubesphere.io", "");
     let group = |i: usize| subject("Group", TARGET_GROUPS[i].into(), "", "");
-    p.roles.push(role(RoleKind::GlobalRole, "", "target-get-widgets".into(), vec![rule(&["get"], &["apps"], &["widgets"])]));
-    p.roles.push(role(RoleKind::ClusterRole, "", "target-delete-gadgets".into(), vec![rule(&["delete"], &["apps"], &["gadgets"])]));
-    p.roles.push(role(RoleKind::GlobalRole, "", "target-noop".into(), vec![rule(&["list"], &["apps"], &["things"])]));
-    p.roles.push(role(RoleKind::WorkspaceRole, "", "target-noop".into(), vec![rule(&["list"], &["apps"], &["things"])]));
-    p.roles.push(role(RoleKind::ClusterRole, "", "target-noop".into(), vec![rule(&["list"], &["apps"], &["things"])]));
-    p.roles.push(role(RoleKind::Role, &target_ns, "target-noop".into(), vec![rule(&["list"], &["apps"], &["things"])]));
+    p.roles.push(role(
+        RoleKind::GlobalRole,
+        "",
+        "target-get-widgets".into(),
+        vec![rule(&["get"], &["apps"], &["widgets"])],
+    ));
+    p.roles.push(role(
+        RoleKind::ClusterRole,
+        "",
+        "target-delete-gadgets".into(),
+        vec![rule(&["delete"], &["apps"], &["gadgets"])],
+    ));
+    p.roles.push(role(
+        RoleKind::GlobalRole,
+        "",
+        "target-noop".into(),
+        vec![rule(&["list"], &["apps"], &["things"])],
+    ));
+    p.roles.push(role(
+        RoleKind::WorkspaceRole,
+        "",
+        "target-noop".into(),
+        vec![rule(&["list"], &["apps"], &["things"])],
+    ));
+    p.roles.push(role(
+        RoleKind::ClusterRole,
+        "",
+        "target-noop".into(),
+        vec![rule(&["list"], &["apps"], &["things"])],
+    ));
+    p.roles.push(role(
+        RoleKind::Role,
+        &target_ns,
+        "target-noop".into(),
+        vec![rule(&["list"], &["apps"], &["things"])],
+    ));
     let mut target = vec![
-        binding(BindingKind::GlobalRoleBinding, "", "target-g0".into(), ("GlobalRole", "target-get-widgets".into()), vec![user()]),
-        binding(BindingKind::GlobalRoleBinding, "", "target-g1".into(), ("GlobalRole", "target-noop".into()), vec![group(0)]),
-        binding(BindingKind::GlobalRoleBinding, "", "target-g2".into(), ("GlobalRole", "target-noop".into()), vec![group(1)]),
+        binding(
+            BindingKind::GlobalRoleBinding,
+            "",
+            "target-g0".into(),
+            ("GlobalRole", "target-get-widgets".into()),
+            vec![user()],
+        ),
+        binding(
+            BindingKind::GlobalRoleBinding,
+            "",
+            "target-g1".into(),
+            ("GlobalRole", "target-noop".into()),
+            vec![group(0)],
+        ),
+        binding(
+            BindingKind::GlobalRoleBinding,
+            "",
+            "target-g2".into(),
+            ("GlobalRole", "target-noop".into()),
+            vec![group(1)],
+        ),
     ];
     for i in 0..3 {
         let mut b = binding(
@@ -198,8 +308,20 @@ pub fn generate(n: usize, seed: u64) -> Generated {
             vec![if i == 0 { user() } else { group(i) }],
         ));
     }
-    target.push(binding(BindingKind::ClusterRoleBinding, "", "target-c0".into(), ("ClusterRole", "target-noop".into()), vec![user()]));
-    target.push(binding(BindingKind::ClusterRoleBinding, "", "target-c1".into(), ("ClusterRole", "target-noop".into()), vec![group(2)]));
+    target.push(binding(
+        BindingKind::ClusterRoleBinding,
+        "",
+        "target-c0".into(),
+        ("ClusterRole", "target-noop".into()),
+        vec![user()],
+    ));
+    target.push(binding(
+        BindingKind::ClusterRoleBinding,
+        "",
+        "target-c1".into(),
+        ("ClusterRole", "target-noop".into()),
+        vec![group(2)],
+    ));
     target.push(binding(
         BindingKind::ClusterRoleBinding,
         "",
@@ -222,19 +344,47 @@ pub fn generate(n: usize, seed: u64) -> Generated {
         let ns = format!("ns-{ns_i}");
         let subjects = (0..1 + rng.below(3))
             .map(|_| match rng.below(3) {
-                0 => subject("User", format!("user-{}", rng.below(users)), "iam.kubesphere.io", ""),
+                0 => subject(
+                    "User",
+                    format!("user-{}", rng.below(users)),
+                    "iam.kubesphere.io",
+                    "",
+                ),
                 1 => subject("Group", format!("group-{}", rng.below(groups)), "", ""),
-                _ => subject("ServiceAccount", format!("sa-{}", rng.below(users)), "kubesphere.io", &ns),
+                _ => subject(
+                    "ServiceAccount",
+                    format!("sa-{}", rng.below(users)),
+                    "kubesphere.io",
+                    &ns,
+                ),
             })
             .collect();
         let (role_kind, role_name) = match kind {
-            BindingKind::GlobalRoleBinding => ("GlobalRole", format!("globalrole-{}", rng.below(roles_per_kind))),
-            BindingKind::WorkspaceRoleBinding => ("WorkspaceRole", format!("workspacerole-{}", rng.below(roles_per_kind))),
-            BindingKind::ClusterRoleBinding => ("ClusterRole", format!("clusterrole-{}", rng.below(roles_per_kind))),
+            BindingKind::GlobalRoleBinding => {
+                ("GlobalRole", format!("globalrole-{}", rng.below(roles_per_kind)))
+            }
+            BindingKind::WorkspaceRoleBinding => (
+                "WorkspaceRole",
+                format!("workspacerole-{}", rng.below(roles_per_kind)),
+            ),
+            BindingKind::ClusterRoleBinding => (
+                "ClusterRole",
+                format!("clusterrole-{}", rng.below(roles_per_kind)),
+            ),
             BindingKind::RoleBinding => ("Role", format!("role-{}", rng.below(2))),
         };
-        let namespace = if kind == BindingKind::RoleBinding { ns.as_str() } else { "" };
-        let mut b = binding(kind, namespace, format!("b-{i}"), (role_kind, role_name), subjects);
+        let namespace = if kind == BindingKind::RoleBinding {
+            ns.as_str()
+        } else {
+            ""
+        };
+        let mut b = binding(
+            kind,
+            namespace,
+            format!("b-{i}"),
+            (role_kind, role_name),
+            subjects,
+        );
         if kind == BindingKind::WorkspaceRoleBinding {
             b.workspace = Some(format!("ws-{}", rng.below(workspaces)));
         }
@@ -243,7 +393,10 @@ pub fn generate(n: usize, seed: u64) -> Generated {
     // The target's bindings sit in the middle of the list, so list order flatters no one.
     let at = p.bindings.len() / 2;
     p.bindings.splice(at..at, target);
-    Generated { policy: p, namespace: target_ns }
+    Generated {
+        policy: p,
+        namespace: target_ns,
+    }
 }
 
 #[cfg(test)]

@@ -91,7 +91,9 @@ impl std::str::FromStr for Mode {
             "AlwaysAllow" => Ok(Self::AlwaysAllow),
             "AlwaysDeny" => Ok(Self::AlwaysDeny),
             "RBAC" => Ok(Self::Rbac),
-            other => Err(format!("authorization mode {other:?} is not supported (AlwaysAllow, AlwaysDeny, RBAC)")),
+            other => Err(format!(
+                "authorization mode {other:?} is not supported (AlwaysAllow, AlwaysDeny, RBAC)"
+            )),
         }
     }
 }
@@ -158,10 +160,25 @@ mod tests {
 
     #[test]
     fn allow_list() {
-        for p in ["/oauth/token", "/oauth/", "/dist/a/b.js", "/version", "version", "/healthz", "/openapi/v3"] {
+        for p in [
+            "/oauth/token",
+            "/oauth/",
+            "/dist/a/b.js",
+            "/version",
+            "version",
+            "/healthz",
+            "/openapi/v3",
+        ] {
             assert!(path_always_allowed(p), "{p}");
         }
-        for p in ["/oauth", "/version/x", "/healthz/", "/kapis/x", "/", "/openapi/v3/apis"] {
+        for p in [
+            "/oauth",
+            "/version/x",
+            "/healthz/",
+            "/kapis/x",
+            "/",
+            "/openapi/v3/apis",
+        ] {
             assert!(!path_always_allowed(p), "{p}");
         }
     }
@@ -178,7 +195,11 @@ mod tests {
         assert!(!Authorizer::new(Mode::AlwaysDeny).decide(&store, &a).allowed());
         assert!(!Authorizer::new(Mode::Rbac).decide(&store, &a).allowed());
         let info = resolve("GET", "/version", "").unwrap();
-        assert!(Authorizer::new(Mode::Rbac).decide(&store, &info.attributes("u", &[])).allowed());
+        assert!(
+            Authorizer::new(Mode::Rbac)
+                .decide(&store, &info.attributes("u", &[]))
+                .allowed()
+        );
     }
 
     #[test]

@@ -84,7 +84,11 @@ impl SubjectKey {
             "User" => Some(Self::User(subject.name.clone())),
             "Group" => Some(Self::Group(subject.name.clone())),
             "ServiceAccount" => {
-                let ns = if subject.namespace.is_empty() { default_namespace } else { &subject.namespace };
+                let ns = if subject.namespace.is_empty() {
+                    default_namespace
+                } else {
+                    &subject.namespace
+                };
                 if ns.is_empty() {
                     return None;
                 }
@@ -105,9 +109,13 @@ impl SubjectKey {
 pub fn subject_applies(subject: &Subject, user: &str, groups: &[String], default_namespace: &str) -> bool {
     match subject.kind.as_str() {
         "User" => subject.name == user,
-        "Group" => groups.iter().any(|g| *g == subject.name),
+        "Group" => groups.contains(&subject.name),
         "ServiceAccount" => {
-            let ns = if subject.namespace.is_empty() { default_namespace } else { &subject.namespace };
+            let ns = if subject.namespace.is_empty() {
+                default_namespace
+            } else {
+                &subject.namespace
+            };
             if ns.is_empty() {
                 return false;
             }
@@ -129,7 +137,11 @@ pub fn subject_applies(subject: &Subject, user: &str, groups: &[String], default
 pub fn describe_subject(s: &Subject, binding_namespace: &str) -> String {
     use crate::status::go_quote;
     if s.kind == "ServiceAccount" {
-        let ns = if s.namespace.is_empty() { binding_namespace } else { &s.namespace };
+        let ns = if s.namespace.is_empty() {
+            binding_namespace
+        } else {
+            &s.namespace
+        };
         format!("{} {}", s.kind, go_quote(&format!("{}/{}", s.name, ns)))
     } else {
         format!("{} {}", s.kind, go_quote(&s.name))
@@ -150,7 +162,13 @@ mod tests {
         }
     }
 
-    fn res<'a>(verb: &'a str, group: &'a str, resource: &'a str, sub: &'a str, name: &'a str) -> Attributes<'a> {
+    fn res<'a>(
+        verb: &'a str,
+        group: &'a str,
+        resource: &'a str,
+        sub: &'a str,
+        name: &'a str,
+    ) -> Attributes<'a> {
         Attributes {
             verb,
             api_group: group,
@@ -169,17 +187,29 @@ mod tests {
         assert!(rule_allows(&r, &res("get", "", "pods", "", "")));
         assert!(!rule_allows(&r, &res("list", "", "pods", "", "")));
         assert!(!rule_allows(&r, &res("get", "apps", "pods", "", "")));
-        assert!(!rule_allows(&r, &res("get", "", "pods", "log", "")), "pods does not cover pods/log");
-        assert!(!rule_allows(&r, &res("get", "", "Pods", "", "")), "case-sensitive");
+        assert!(
+            !rule_allows(&r, &res("get", "", "pods", "log", "")),
+            "pods does not cover pods/log"
+        );
+        assert!(
+            !rule_allows(&r, &res("get", "", "Pods", "", "")),
+            "case-sensitive"
+        );
         let r = rule(&["get"], &["*"], &["pods/log"]);
         assert!(rule_allows(&r, &res("get", "x", "pods", "log", "")));
         assert!(!rule_allows(&r, &res("get", "x", "pods", "", "")));
         assert!(!rule_allows(&r, &res("get", "x", "pods", "logs", "")));
         assert!(!rule_allows(&r, &res("get", "x", "podsx", "log", "")));
         let r = rule(&["*"], &["*"], &["*/status"]);
-        assert!(rule_allows(&r, &res("update", "apps", "deployments", "status", "")));
+        assert!(rule_allows(
+            &r,
+            &res("update", "apps", "deployments", "status", "")
+        ));
         assert!(!rule_allows(&r, &res("update", "apps", "deployments", "", "")));
-        assert!(!rule_allows(&r, &res("update", "apps", "deployments", "statuses", "")));
+        assert!(!rule_allows(
+            &r,
+            &res("update", "apps", "deployments", "statuses", "")
+        ));
         let mut r = rule(&["get"], &[""], &["secrets"]);
         r.resource_names = vec!["a".into()];
         assert!(rule_allows(&r, &res("get", "", "secrets", "", "a")));
@@ -194,15 +224,25 @@ mod tests {
             non_resource_urls: vec!["/healthz".into(), "/static/images/*".into()],
             ..Default::default()
         };
-        let a = |verb, path| Attributes { verb, path, ..Default::default() };
+        let a = |verb, path| Attributes {
+            verb,
+            path,
+            ..Default::default()
+        };
         assert!(rule_allows(&r, &a("GET", "/healthz")));
-        assert!(!rule_allows(&r, &a("get", "/healthz")), "non-resource verbs are uppercase methods");
+        assert!(
+            !rule_allows(&r, &a("get", "/healthz")),
+            "non-resource verbs are uppercase methods"
+        );
         assert!(rule_allows(&r, &a("GET", "/static/images/x.png")));
         assert!(rule_allows(&r, &a("GET", "/static/images/")));
         assert!(!rule_allows(&r, &a("GET", "/static/image")));
         assert!(!rule_allows(&r, &a("GET", "/healthz/x")));
         let r = rule(&["*"], &["*"], &["*"]);
-        assert!(!rule_allows(&r, &a("GET", "/healthz")), "resource rules never allow non-resource requests");
+        assert!(
+            !rule_allows(&r, &a("GET", "/healthz")),
+            "resource rules never allow non-resource requests"
+        );
     }
 
     #[test]
@@ -216,19 +256,49 @@ mod tests {
         let ks = "kubesphere:serviceaccount:default:sample";
         assert!(subject_applies(&sa("kubesphere.io", "default"), ks, &[], ""));
         assert!(!subject_applies(&sa("kubesphere.io", "other"), ks, &[], ""));
-        assert!(!subject_applies(&sa("", "default"), ks, &[], ""), "empty apiGroup never matches");
-        assert!(!subject_applies(&sa("kubesphere.io", ""), ks, &[], ""), "no namespace, no match");
-        assert!(subject_applies(&sa("kubesphere.io", ""), ks, &[], "default"), "RoleBinding default namespace");
-        assert!(subject_applies(&sa("rbac.authorization.k8s.io", "default"), "system:serviceaccount:default:sample", &[], ""));
-        assert!(!subject_applies(&sa("rbac.authorization.k8s.io", "default"), ks, &[], ""));
-        for (s, user) in [(sa("kubesphere.io", "default"), ks), (sa("rbac.authorization.k8s.io", "default"), "x")] {
+        assert!(
+            !subject_applies(&sa("", "default"), ks, &[], ""),
+            "empty apiGroup never matches"
+        );
+        assert!(
+            !subject_applies(&sa("kubesphere.io", ""), ks, &[], ""),
+            "no namespace, no match"
+        );
+        assert!(
+            subject_applies(&sa("kubesphere.io", ""), ks, &[], "default"),
+            "RoleBinding default namespace"
+        );
+        assert!(subject_applies(
+            &sa("rbac.authorization.k8s.io", "default"),
+            "system:serviceaccount:default:sample",
+            &[],
+            ""
+        ));
+        assert!(!subject_applies(
+            &sa("rbac.authorization.k8s.io", "default"),
+            ks,
+            &[],
+            ""
+        ));
+        for (s, user) in [
+            (sa("kubesphere.io", "default"), ks),
+            (sa("rbac.authorization.k8s.io", "default"), "x"),
+        ] {
             let by_key = SubjectKey::of(&s, "") == Some(SubjectKey::User(user.into()));
             assert_eq!(by_key, subject_applies(&s, user, &[], ""));
         }
-        let g = Subject { kind: "Group".into(), name: "g1".into(), ..Default::default() };
+        let g = Subject {
+            kind: "Group".into(),
+            name: "g1".into(),
+            ..Default::default()
+        };
         assert!(subject_applies(&g, "u", &["g0".into(), "g1".into()], ""));
         assert!(!subject_applies(&g, "g1", &[], ""));
-        let odd = Subject { kind: "Robot".into(), name: "u".into(), ..Default::default() };
+        let odd = Subject {
+            kind: "Robot".into(),
+            name: "u".into(),
+            ..Default::default()
+        };
         assert!(!subject_applies(&odd, "u", &[], ""));
         assert_eq!(SubjectKey::of(&odd, ""), None);
     }
@@ -241,8 +311,15 @@ mod tests {
             name: "sample".into(),
             namespace: String::new(),
         };
-        assert_eq!(describe_subject(&s, "default"), r#"ServiceAccount "sample/default""#);
-        let u = Subject { kind: "User".into(), name: "admin".into(), ..Default::default() };
+        assert_eq!(
+            describe_subject(&s, "default"),
+            r#"ServiceAccount "sample/default""#
+        );
+        let u = Subject {
+            kind: "User".into(),
+            name: "admin".into(),
+            ..Default::default()
+        };
         assert_eq!(describe_subject(&u, ""), r#"User "admin""#);
     }
 }

@@ -139,7 +139,11 @@ pub struct Role {
 impl Role {
     /// The identity of this role.
     pub fn key(&self) -> RoleKey {
-        RoleKey { kind: self.kind, namespace: self.namespace.clone(), name: self.name.clone() }
+        RoleKey {
+            kind: self.kind,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
     }
 }
 
@@ -167,7 +171,11 @@ pub struct Binding {
 impl Binding {
     /// The identity of this binding.
     pub fn key(&self) -> BindingKey {
-        BindingKey { kind: self.kind, namespace: self.namespace.clone(), name: self.name.clone() }
+        BindingKey {
+            kind: self.kind,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
     }
 }
 

@@ -61,14 +61,19 @@ fn walk(policy: &Policy, a: &Attributes<'_>, errors: &mut Vec<String>) -> bool {
     // meets bindings in informer-cache order; we check the whole phase for bad references first, so the
     // outcome does not depend on that order (fail closed).
     let phase = |bindings: Vec<&Binding>, default_ns: &str, errors: &mut Vec<String>| -> Result<bool, ()> {
-        let applicable: Vec<&Binding> = bindings.into_iter().filter(|b| applies(b, a, default_ns)).collect();
+        let applicable: Vec<&Binding> = bindings
+            .into_iter()
+            .filter(|b| applies(b, a, default_ns))
+            .collect();
         for b in &applicable {
             if let Err(e) = resolve(policy, b, default_ns) {
                 errors.push(e);
                 return Err(());
             }
         }
-        Ok(applicable.iter().any(|b| resolve(policy, b, default_ns).is_ok_and(|r| role_allows(r, a))))
+        Ok(applicable
+            .iter()
+            .any(|b| resolve(policy, b, default_ns).is_ok_and(|r| role_allows(r, a))))
     };
 
     if !workspace.is_empty() {
@@ -82,7 +87,9 @@ fn walk(policy: &Policy, a: &Attributes<'_>, errors: &mut Vec<String>) -> bool {
         }
     }
     if a.scope == Scope::Namespace {
-        let rbs = of_kind(BindingKind::RoleBinding).filter(|b| b.namespace == a.namespace).collect();
+        let rbs = of_kind(BindingKind::RoleBinding)
+            .filter(|b| b.namespace == a.namespace)
+            .collect();
         match phase(rbs, a.namespace, errors) {
             Ok(true) => return true,
             Ok(false) => {}
@@ -93,22 +100,34 @@ fn walk(policy: &Policy, a: &Attributes<'_>, errors: &mut Vec<String>) -> bool {
 }
 
 fn applies(b: &Binding, a: &Attributes<'_>, default_ns: &str) -> bool {
-    b.subjects.iter().any(|s| subject_applies(s, a.user, a.groups, default_ns))
+    b.subjects
+        .iter()
+        .any(|s| subject_applies(s, a.user, a.groups, default_ns))
 }
 
 /// The role a binding refers to: `Ok(None)` when it does not exist (grants nothing), `Err` for a kind the
 /// evaluation does not know.
 fn resolve<'p>(policy: &'p Policy, b: &Binding, namespace: &str) -> Result<Option<&'p Role>, String> {
     let Some(kind) = RoleKind::from_ref_kind(&b.role_ref.kind) else {
-        return Err(format!("unsupported role reference kind: {}", crate::status::go_quote(&b.role_ref.kind)));
+        return Err(format!(
+            "unsupported role reference kind: {}",
+            crate::status::go_quote(&b.role_ref.kind)
+        ));
     };
     let ns = if kind == RoleKind::Role { namespace } else { "" };
-    Ok(policy.roles.iter().find(|r| r.kind == kind && r.name == b.role_ref.name && r.namespace == ns))
+    Ok(policy
+        .roles
+        .iter()
+        .find(|r| r.kind == kind && r.name == b.role_ref.name && r.namespace == ns))
 }
 
 fn role_allows(role: Option<&Role>, a: &Attributes<'_>) -> bool {
     let Some(role) = role else { return false };
-    if role.rego.as_deref().is_some_and(|src| RegoPolicy::compile(src).allows(a)) {
+    if role
+        .rego
+        .as_deref()
+        .is_some_and(|src| RegoPolicy::compile(src).allows(a))
+    {
         return true;
     }
     role.rules.iter().any(|r: &PolicyRule| rule_allows(r, a))

@@ -42,7 +42,10 @@ impl RegoPolicy {
     /// Compiles `source` as module `authz.rego` (Rego v1 syntax first, then v0, since KubeSphere's shipped
     /// policies predate v1).
     pub fn compile(source: &str) -> Self {
-        Self { source: source.into(), compiled: compile(source).map_err(Arc::from) }
+        Self {
+            source: source.into(),
+            compiled: compile(source).map_err(Arc::from),
+        }
     }
 
     /// The policy text.
@@ -89,15 +92,21 @@ fn compile(source: &str) -> Result<Compiled, String> {
     let attempt = |v0: bool| -> Result<Compiled, String> {
         let mut engine = regorus::Engine::new();
         engine.set_rego_v0(v0);
-        engine.add_policy("authz.rego".to_owned(), source.to_owned()).map_err(|e| e.to_string())?;
-        engine.compile_with_entrypoint(&ENTRYPOINT.into()).map_err(|e| e.to_string())
+        engine
+            .add_policy("authz.rego".to_owned(), source.to_owned())
+            .map_err(|e| e.to_string())?;
+        engine
+            .compile_with_entrypoint(&ENTRYPOINT.into())
+            .map_err(|e| e.to_string())
     };
     attempt(false).or_else(|v1_error| attempt(true).map_err(|_| v1_error))
 }
 
 #[cfg(feature = "rego")]
 fn evaluate(policy: &Compiled, a: &Attributes<'_>) -> bool {
-    let Ok(input) = regorus::Value::from_json_str(&input_json(a).to_string()) else { return false };
+    let Ok(input) = regorus::Value::from_json_str(&input_json(a).to_string()) else {
+        return false;
+    };
     matches!(policy.eval_with_input(input), Ok(v) if v == regorus::Value::Bool(true))
 }
 
@@ -120,11 +129,22 @@ mod tests {
     fn v0_and_v1_policies() {
         let v0 = "package authz\ndefault allow = false\nallow {\n  resources_in_cluster_scope\n}\nresources_in_cluster_scope {\n  input.ResourceScope == \"Cluster\"\n}\n";
         let v1 = "package authz\ndefault allow := false\nallow if input.ResourceScope in {\"Workspace\", \"Namespace\"}\n";
-        for (src, allowed, denied) in [(v0, Scope::Cluster, Scope::Global), (v1, Scope::Namespace, Scope::Cluster)] {
+        for (src, allowed, denied) in [
+            (v0, Scope::Cluster, Scope::Global),
+            (v1, Scope::Namespace, Scope::Cluster),
+        ] {
             let p = RegoPolicy::compile(src);
             assert_eq!(p.error(), None, "{src}");
-            assert!(p.allows(&Attributes { scope: allowed, resource_request: true, ..Default::default() }));
-            assert!(!p.allows(&Attributes { scope: denied, resource_request: true, ..Default::default() }));
+            assert!(p.allows(&Attributes {
+                scope: allowed,
+                resource_request: true,
+                ..Default::default()
+            }));
+            assert!(!p.allows(&Attributes {
+                scope: denied,
+                resource_request: true,
+                ..Default::default()
+            }));
         }
     }
 
@@ -142,7 +162,13 @@ mod tests {
         let p = RegoPolicy::compile(
             "package authz\nallow if {\n input.User.Name == \"u\"\n input.Verb == \"get\"\n input.Resource == \"users\"\n input.Name == input.User.Name\n}\n",
         );
-        let ok = Attributes { user: "u", verb: "get", resource: "users", name: "u", ..Default::default() };
+        let ok = Attributes {
+            user: "u",
+            verb: "get",
+            resource: "users",
+            name: "u",
+            ..Default::default()
+        };
         assert!(p.allows(&ok));
         assert!(!p.allows(&Attributes { name: "v", ..ok }));
     }

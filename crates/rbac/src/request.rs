@@ -121,12 +121,20 @@ pub enum ResolveError {
 
 /// Resolves a request. `path` is the decoded URL path, `query` the raw query string (without `?`).
 pub fn resolve(method: &str, path: &str, query: &str) -> Result<RequestInfo, ResolveError> {
-    let mut info = RequestInfo { path: path.to_owned(), verb: method.to_owned(), ..Default::default() };
+    let mut info = RequestInfo {
+        path: path.to_owned(),
+        verb: method.to_owned(),
+        ..Default::default()
+    };
     resolve_into(&mut info, method, path, query)?;
     // Always, at the end: is this served by kube-apiserver?
     let prefix = if info.api_prefix.is_empty() {
         let parts = split_path(&info.path);
-        if !parts.is_empty() && parts.len() < 3 { parts[0] } else { "" }
+        if !parts.is_empty() && parts.len() < 3 {
+            parts[0]
+        } else {
+            ""
+        }
     } else {
         info.api_prefix.as_str()
     };
@@ -136,7 +144,11 @@ pub fn resolve(method: &str, path: &str, query: &str) -> Result<RequestInfo, Res
 
 fn split_path(path: &str) -> Vec<&str> {
     let trimmed = path.trim_matches('/');
-    if trimmed.is_empty() { Vec::new() } else { trimmed.split('/').collect() }
+    if trimmed.is_empty() {
+        Vec::new()
+    } else {
+        trimmed.split('/').collect()
+    }
 }
 
 fn resolve_into(info: &mut RequestInfo, method: &str, path: &str, query: &str) -> Result<(), ResolveError> {
@@ -153,7 +165,9 @@ fn resolve_into(info: &mut RequestInfo, method: &str, path: &str, query: &str) -
         }
         parts = &parts[2..];
     }
-    let Some((&prefix, rest)) = parts.split_first() else { return Ok(()) };
+    let Some((&prefix, rest)) = parts.split_first() else {
+        return Ok(());
+    };
     if !API_PREFIXES.contains(&prefix) {
         return Ok(());
     }
@@ -259,13 +273,23 @@ fn resolve_into(info: &mut RequestInfo, method: &str, path: &str, query: &str) -
 }
 
 fn url_for_error(path: &str, query: &str) -> String {
-    if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") }
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
 }
 
 fn resource_scope(info: &RequestInfo) -> Scope {
-    let global = GLOBAL_RESOURCES.iter().any(|(g, r)| *g == info.api_group && *r == info.resource);
+    let global = GLOBAL_RESOURCES
+        .iter()
+        .any(|(g, r)| *g == info.api_group && *r == info.resource);
     if global {
-        return if info.workspace.is_empty() { Scope::Global } else { Scope::Workspace };
+        return if info.workspace.is_empty() {
+            Scope::Global
+        } else {
+            Scope::Workspace
+        };
     }
     if !info.namespace.is_empty() {
         Scope::Namespace
@@ -296,12 +320,17 @@ impl ListQuery {
             }
         }
         let field_name = field_selector.and_then(|s| exact_match(&s, "metadata.name"));
-        Self { watch: watch.unwrap_or(false), field_name }
+        Self {
+            watch: watch.unwrap_or(false),
+            field_name,
+        }
     }
 }
 
 fn first_query_value(query: &str, key: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Parses a field selector and returns the value `field` must equal, if one term demands it.
@@ -478,18 +507,162 @@ mod tests {
     fn spec_table() {
         use Scope::*;
         let t = "tenant.kubesphere.io";
-        check("GET", "/kapis/tenant.kubesphere.io/v1beta1/clusters", "list", t, "clusters", "", "", "", "", Global, false);
-        check("GET", "/kapis/tenant.kubesphere.io/v1beta1/workspaces", "list", t, "workspaces", "", "", "", "", Global, false);
-        check("GET", "/kapis/tenant.kubesphere.io/v1beta1/workspaces/ws1", "get", t, "workspaces", "ws1", "", "ws1", "", Workspace, false);
-        check("GET", "/kapis/tenant.kubesphere.io/v1beta1/workspacetemplates", "list", t, "workspacetemplates", "", "", "", "", Cluster, false);
-        check("GET", "/kapis/tenant.kubesphere.io/v1beta1/workspaces/ws1/namespaces", "list", t, "namespaces", "", "", "ws1", "", Workspace, false);
-        check("GET", "/kapis/resources.kubesphere.io/v1alpha3/namespaces/ns1/pods/p1", "get", "resources.kubesphere.io", "pods", "p1", "ns1", "", "", Namespace, false);
-        check("DELETE", "/apis/apps/v1/namespaces/ns1/deployments", "deletecollection", "apps", "deployments", "", "ns1", "", "", Namespace, true);
-        check("GET", "/api/v1/namespaces/ns1", "get", "", "namespaces", "ns1", "ns1", "", "", Namespace, true);
-        check("GET", "/api/v1/watch/namespaces?labelSelector=kubesphere.io/workspace=w", "watch", "", "namespaces", "", "", "w", "", Workspace, true);
-        check("GET", "/clusters/c1/apis/rbac.authorization.k8s.io/v1/clusterroles", "list", "rbac.authorization.k8s.io", "clusterroles", "", "", "", "c1", Cluster, true);
-        check("GET", "/kapis/clusters/c1/resources.kubesphere.io/v1alpha3/nodes", "list", "resources.kubesphere.io", "nodes", "", "", "", "c1", Cluster, false);
-        check("POST", "/kapis/foo/bar/", "POST", "", "", "", "", "", "", None, false);
+        check(
+            "GET",
+            "/kapis/tenant.kubesphere.io/v1beta1/clusters",
+            "list",
+            t,
+            "clusters",
+            "",
+            "",
+            "",
+            "",
+            Global,
+            false,
+        );
+        check(
+            "GET",
+            "/kapis/tenant.kubesphere.io/v1beta1/workspaces",
+            "list",
+            t,
+            "workspaces",
+            "",
+            "",
+            "",
+            "",
+            Global,
+            false,
+        );
+        check(
+            "GET",
+            "/kapis/tenant.kubesphere.io/v1beta1/workspaces/ws1",
+            "get",
+            t,
+            "workspaces",
+            "ws1",
+            "",
+            "ws1",
+            "",
+            Workspace,
+            false,
+        );
+        check(
+            "GET",
+            "/kapis/tenant.kubesphere.io/v1beta1/workspacetemplates",
+            "list",
+            t,
+            "workspacetemplates",
+            "",
+            "",
+            "",
+            "",
+            Cluster,
+            false,
+        );
+        check(
+            "GET",
+            "/kapis/tenant.kubesphere.io/v1beta1/workspaces/ws1/namespaces",
+            "list",
+            t,
+            "namespaces",
+            "",
+            "",
+            "ws1",
+            "",
+            Workspace,
+            false,
+        );
+        check(
+            "GET",
+            "/kapis/resources.kubesphere.io/v1alpha3/namespaces/ns1/pods/p1",
+            "get",
+            "resources.kubesphere.io",
+            "pods",
+            "p1",
+            "ns1",
+            "",
+            "",
+            Namespace,
+            false,
+        );
+        check(
+            "DELETE",
+            "/apis/apps/v1/namespaces/ns1/deployments",
+            "deletecollection",
+            "apps",
+            "deployments",
+            "",
+            "ns1",
+            "",
+            "",
+            Namespace,
+            true,
+        );
+        check(
+            "GET",
+            "/api/v1/namespaces/ns1",
+            "get",
+            "",
+            "namespaces",
+            "ns1",
+            "ns1",
+            "",
+            "",
+            Namespace,
+            true,
+        );
+        check(
+            "GET",
+            "/api/v1/watch/namespaces?labelSelector=kubesphere.io/workspace=w",
+            "watch",
+            "",
+            "namespaces",
+            "",
+            "",
+            "w",
+            "",
+            Workspace,
+            true,
+        );
+        check(
+            "GET",
+            "/clusters/c1/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            "list",
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            "",
+            "",
+            "",
+            "c1",
+            Cluster,
+            true,
+        );
+        check(
+            "GET",
+            "/kapis/clusters/c1/resources.kubesphere.io/v1alpha3/nodes",
+            "list",
+            "resources.kubesphere.io",
+            "nodes",
+            "",
+            "",
+            "",
+            "c1",
+            Cluster,
+            false,
+        );
+        check(
+            "POST",
+            "/kapis/foo/bar/",
+            "POST",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            None,
+            false,
+        );
         check("GET", "/version", "GET", "", "", "", "", "", "", None, false);
         check("GET", "/oauth/token", "GET", "", "", "", "", "", "", None, false);
     }
@@ -507,7 +680,12 @@ mod tests {
 
     #[test]
     fn cluster_prefixed_version_paths_do_not_panic() {
-        for p in ["/clusters/c1/api/v1", "/clusters/c1/apis/apps/v1", "/clusters/c1/api", "/clusters/c1/kapi/v1"] {
+        for p in [
+            "/clusters/c1/api/v1",
+            "/clusters/c1/apis/apps/v1",
+            "/clusters/c1/api",
+            "/clusters/c1/kapi/v1",
+        ] {
             let info = resolve("GET", p, "").unwrap();
             assert!(!info.is_resource_request, "{p}");
             assert_eq!(info.verb, "GET");
@@ -521,11 +699,17 @@ mod tests {
     #[test]
     fn watch_and_proxy_need_a_kind() {
         let err = resolve("GET", "/api/v1/watch", "").unwrap_err();
-        assert_eq!(err.to_string(), "unable to determine kind and namespace from url: /api/v1/watch");
+        assert_eq!(
+            err.to_string(),
+            "unable to determine kind and namespace from url: /api/v1/watch"
+        );
         let info = resolve("GET", "/api/v1/namespaces/ns1/pods/p1/proxy/x/y", "").unwrap();
         assert_eq!((info.verb.as_str(), info.subresource.as_str()), ("get", "proxy"));
         let info = resolve("GET", "/api/v1/proxy/namespaces/ns1/pods/p1/x", "").unwrap();
-        assert_eq!((info.verb.as_str(), info.resource.as_str(), info.name.as_str()), ("proxy", "pods", "p1"));
+        assert_eq!(
+            (info.verb.as_str(), info.resource.as_str(), info.name.as_str()),
+            ("proxy", "pods", "p1")
+        );
         assert_eq!(info.subresource, "", "proxy requests have no subresource");
     }
 
@@ -539,7 +723,10 @@ mod tests {
         assert_eq!(r("watch=FALSE").verb, "list");
         assert_eq!(r("watch=0").verb, "list");
         assert_eq!(r("fieldSelector=metadata.name%3Dp1").name, "p1");
-        assert_eq!(r("fieldSelector=metadata.name%3D%3Dp1,status.phase%3DRunning").name, "p1");
+        assert_eq!(
+            r("fieldSelector=metadata.name%3D%3Dp1,status.phase%3DRunning").name,
+            "p1"
+        );
         assert_eq!(r("fieldSelector=metadata.name%21%3Dp1").name, "");
         assert_eq!(r("fieldSelector=metadata.name%3D..").name, "");
         assert_eq!(r("fieldSelector=metadata.name%3Da%2Fb").name, "");
@@ -549,24 +736,52 @@ mod tests {
     #[test]
     fn subresources_and_namespace_subresources() {
         let info = resolve("PUT", "/api/v1/namespaces/ns1/finalize", "").unwrap();
-        assert_eq!((info.resource.as_str(), info.name.as_str(), info.subresource.as_str()), ("namespaces", "ns1", "finalize"));
+        assert_eq!(
+            (
+                info.resource.as_str(),
+                info.name.as_str(),
+                info.subresource.as_str()
+            ),
+            ("namespaces", "ns1", "finalize")
+        );
         let info = resolve("GET", "/api/v1/namespaces/ns1/pods/p1/log", "").unwrap();
-        assert_eq!((info.resource.as_str(), info.name.as_str(), info.subresource.as_str()), ("pods", "p1", "log"));
+        assert_eq!(
+            (
+                info.resource.as_str(),
+                info.name.as_str(),
+                info.subresource.as_str()
+            ),
+            ("pods", "p1", "log")
+        );
         assert_eq!(info.verb, "get");
     }
 
     #[test]
     fn global_resources_in_a_workspace_are_workspace_scoped() {
         let info = resolve("GET", "/kapis/iam.kubesphere.io/v1beta1/workspaces/w1/users", "").unwrap();
-        assert_eq!((info.scope, info.workspace.as_str(), info.resource.as_str()), (Scope::Workspace, "w1", "users"));
+        assert_eq!(
+            (info.scope, info.workspace.as_str(), info.resource.as_str()),
+            (Scope::Workspace, "w1", "users")
+        );
         let info = resolve("GET", "/kapis/iam.kubesphere.io/v1beta1/users/u1", "").unwrap();
         assert_eq!(info.scope, Scope::Global);
     }
 
     #[test]
     fn methods_map_to_verbs() {
-        for (m, v) in [("POST", "create"), ("PUT", "update"), ("PATCH", "patch"), ("DELETE", "delete"), ("HEAD", "get"), ("OPTIONS", "")] {
-            assert_eq!(resolve(m, "/api/v1/namespaces/ns1/pods/p1", "").unwrap().verb, v, "{m}");
+        for (m, v) in [
+            ("POST", "create"),
+            ("PUT", "update"),
+            ("PATCH", "patch"),
+            ("DELETE", "delete"),
+            ("HEAD", "get"),
+            ("OPTIONS", ""),
+        ] {
+            assert_eq!(
+                resolve(m, "/api/v1/namespaces/ns1/pods/p1", "").unwrap().verb,
+                v,
+                "{m}"
+            );
         }
     }
 }

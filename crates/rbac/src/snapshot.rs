@@ -29,7 +29,10 @@ use parking_lot::Mutex;
 
 use crate::{
     matching::{SubjectKey, rule_allows, subject_applies},
-    model::{Binding, BindingKey, BindingKind, Namespace, Policy, PolicyRule, Role, RoleKey, RoleKind, RoleRef, Subject},
+    model::{
+        Binding, BindingKey, BindingKind, Namespace, Policy, PolicyRule, Role, RoleKey, RoleKind, RoleRef,
+        Subject,
+    },
     rego::RegoPolicy,
     request::{Attributes, Scope},
     status::go_quote,
@@ -68,7 +71,11 @@ impl CompiledRole {
             namespace: role.namespace.as_str().into(),
             name: role.name.as_str().into(),
             rules: role.rules.clone(),
-            rego: role.rego.as_deref().filter(|s| !s.is_empty()).map(RegoPolicy::compile),
+            rego: role
+                .rego
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(RegoPolicy::compile),
         }
     }
 
@@ -99,38 +106,51 @@ pub struct CompiledBinding {
     /// The role reference as written.
     pub role_ref: RoleRef,
     /// The subjects as written (for reasons).
-    pub subjects: Vec<Subject>,
+    pub subjects: Box<[Subject]>,
     role_kind: Option<RoleKind>,
-    keys: Vec<SubjectKey>,
 }
 
 impl CompiledBinding {
     fn compile(b: &Binding) -> Self {
-        let mut keys: Vec<SubjectKey> =
-            b.subjects.iter().filter_map(|s| SubjectKey::of(s, &b.namespace)).collect();
-        keys.sort();
-        keys.dedup();
         Self {
             kind: b.kind,
             namespace: b.namespace.as_str().into(),
             name: b.name.as_str().into(),
             workspace: b.workspace.as_deref().map(Arc::from),
             role_ref: b.role_ref.clone(),
-            subjects: b.subjects.clone(),
+            subjects: b.subjects.clone().into(),
             role_kind: RoleKind::from_ref_kind(&b.role_ref.kind),
-            keys,
         }
+    }
+
+    /// The distinct index keys of the subjects (recomputed on updates; not kept, to save memory).
+    fn keys(&self) -> Vec<SubjectKey> {
+        let mut keys: Vec<SubjectKey> = self
+            .subjects
+            .iter()
+            .filter_map(|s| SubjectKey::of(s, &self.namespace))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
     /// The key identifying this binding.
     pub fn key(&self) -> BindingKey {
-        BindingKey { kind: self.kind, namespace: self.namespace.to_string(), name: self.name.to_string() }
+        BindingKey {
+            kind: self.kind,
+            namespace: self.namespace.to_string(),
+            name: self.name.to_string(),
+        }
     }
 
     fn ref_error(&self) -> Option<String> {
         match self.role_kind {
             Some(_) => None,
-            None => Some(format!("unsupported role reference kind: {}", go_quote(&self.role_ref.kind))),
+            None => Some(format!(
+                "unsupported role reference kind: {}",
+                go_quote(&self.role_ref.kind)
+            )),
         }
     }
 
@@ -224,13 +244,29 @@ impl Decision {
                     ),
                     Granted::Rego => "its rego-override policy".to_owned(),
                 };
-                format!("allowed: {}; {} {} grants it by {what}", self.reason(a), g.role.kind.as_str(), go_quote(&g.role.name))
+                format!(
+                    "allowed: {}; {} {} grants it by {what}",
+                    self.reason(a),
+                    g.role.kind.as_str(),
+                    go_quote(&g.role.name)
+                )
             }
             Self::Deny(d) if d.not_ready => format!("denied: {}", self.reason(a)),
             Self::Deny(_) => {
                 let why = self.reason(a);
-                let why = if why.is_empty() { "no binding of this subject grants it".to_owned() } else { why };
-                format!("denied: {why} (scope {})", if a.scope == Scope::None { "none" } else { a.scope.as_str() })
+                let why = if why.is_empty() {
+                    "no binding of this subject grants it".to_owned()
+                } else {
+                    why
+                };
+                format!(
+                    "denied: {why} (scope {})",
+                    if a.scope == Scope::None {
+                        "none"
+                    } else {
+                        a.scope.as_str()
+                    }
+                )
             }
         }
     }
@@ -244,7 +280,22 @@ fn aggregate(errors: &[String]) -> String {
             seen.push(e);
         }
     }
-    if seen.len() == 1 { seen[0].to_owned() } else { format!("[{}]", seen.join(", ")) }
+    if seen.len() == 1 {
+        seen[0].to_owned()
+    } else {
+        format!("[{}]", seen.join(", "))
+    }
+}
+
+/// Per-scope lists of one subject, sorted by scope name. Subjects are bound in few scopes, so a sorted
+/// slice is smaller than a map and an update copies only this subject's entries.
+type Scoped = Arc<[(Arc<str>, List)]>;
+
+fn scoped_get<'a>(scoped: &'a Option<Scoped>, scope: &str) -> Option<&'a List> {
+    let s = scoped.as_deref()?;
+    s.binary_search_by(|(k, _)| (**k).cmp(scope))
+        .ok()
+        .map(|i| &s[i].1)
 }
 
 /// The bindings of one subject, by phase.
@@ -252,13 +303,16 @@ fn aggregate(errors: &[String]) -> String {
 struct SubjectEntry {
     global: Option<List>,
     cluster: Option<List>,
-    workspaces: Option<Map<Arc<str>, List>>,
-    namespaces: Option<Map<Arc<str>, List>>,
+    workspaces: Option<Scoped>,
+    namespaces: Option<Scoped>,
 }
 
 impl SubjectEntry {
     fn is_empty(&self) -> bool {
-        self.global.is_none() && self.cluster.is_none() && self.workspaces.is_none() && self.namespaces.is_none()
+        self.global.is_none()
+            && self.cluster.is_none()
+            && self.workspaces.is_none()
+            && self.namespaces.is_none()
     }
 }
 
@@ -269,8 +323,13 @@ fn list_with(list: &Option<List>, b: &Arc<CompiledBinding>) -> Option<List> {
 }
 
 fn list_without(list: &Option<List>, b: &Arc<CompiledBinding>) -> Option<List> {
-    let v: Vec<Arc<CompiledBinding>> =
-        list.as_deref().unwrap_or_default().iter().filter(|x| !Arc::ptr_eq(x, b)).cloned().collect();
+    let v: Vec<Arc<CompiledBinding>> = list
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter(|x| !Arc::ptr_eq(x, b))
+        .cloned()
+        .collect();
     if v.is_empty() { None } else { Some(v.into()) }
 }
 
@@ -278,9 +337,10 @@ fn list_without(list: &Option<List>, b: &Arc<CompiledBinding>) -> Option<List> {
 #[derive(Clone)]
 pub struct Snapshot {
     generation: u64,
-    users: Map<Arc<str>, SubjectEntry>,
-    groups: Map<Arc<str>, SubjectEntry>,
-    bindings: Map<BindingKey, Arc<CompiledBinding>>,
+    users: Map<Arc<str>, Arc<SubjectEntry>>,
+    groups: Map<Arc<str>, Arc<SubjectEntry>>,
+    /// Keyed by [`binding_id`], a compact string, to keep the map's nodes small.
+    bindings: Map<Arc<str>, Arc<CompiledBinding>>,
     global_roles: Map<Arc<str>, Arc<CompiledRole>>,
     workspace_roles: Map<Arc<str>, Arc<CompiledRole>>,
     cluster_roles: Map<Arc<str>, Arc<CompiledRole>>,
@@ -353,7 +413,10 @@ impl Snapshot {
     pub fn counts(&self) -> Counts {
         let namespaced_roles: usize = self.roles.values().map(|m| m.len()).sum();
         Counts {
-            roles: self.global_roles.len() + self.workspace_roles.len() + self.cluster_roles.len() + namespaced_roles,
+            roles: self.global_roles.len()
+                + self.workspace_roles.len()
+                + self.cluster_roles.len()
+                + namespaced_roles,
             bindings: self.bindings.len(),
             namespaces: self.namespaces.len(),
         }
@@ -401,19 +464,20 @@ impl Snapshot {
         self.remove_binding(&key);
         let compiled = Arc::new(CompiledBinding::compile(binding));
         self.index(&compiled, true);
-        self.bindings.insert(key, compiled);
+        self.bindings.insert(binding_id(&key).into(), compiled);
     }
 
     /// Removes a binding.
     pub fn remove_binding(&mut self, key: &BindingKey) {
-        if let Some(old) = self.bindings.remove(key) {
+        if let Some(old) = self.bindings.remove(binding_id(key).as_str()) {
             self.index(&old, false);
         }
     }
 
     /// Adds or replaces a namespace (its workspace label).
     pub fn upsert_namespace(&mut self, ns: &Namespace) {
-        self.namespaces.insert(ns.name.as_str().into(), ns.workspace.as_deref().map(Arc::from));
+        self.namespaces
+            .insert(ns.name.as_str().into(), ns.workspace.as_deref().map(Arc::from));
     }
 
     /// Removes a namespace.
@@ -422,13 +486,19 @@ impl Snapshot {
     }
 
     fn index(&mut self, b: &Arc<CompiledBinding>, add: bool) {
-        for key in &b.keys {
-            let (map, name) = match key {
+        for key in b.keys() {
+            let (map, name) = match &key {
                 SubjectKey::User(n) => (&mut self.users, n),
                 SubjectKey::Group(n) => (&mut self.groups, n),
             };
-            let mut entry = map.get(name.as_str()).cloned().unwrap_or_default();
-            let edit = |list: &Option<List>| if add { list_with(list, b) } else { list_without(list, b) };
+            let mut entry: SubjectEntry = map.get(name.as_str()).map(|e| (**e).clone()).unwrap_or_default();
+            let edit = |list: &Option<List>| {
+                if add {
+                    list_with(list, b)
+                } else {
+                    list_without(list, b)
+                }
+            };
             match b.kind {
                 BindingKind::GlobalRoleBinding => entry.global = edit(&entry.global),
                 BindingKind::ClusterRoleBinding => entry.cluster = edit(&entry.cluster),
@@ -443,7 +513,7 @@ impl Snapshot {
             if entry.is_empty() {
                 map.remove(name.as_str());
             } else {
-                map.insert(name.as_str().into(), entry);
+                map.insert(name.as_str().into(), Arc::new(entry));
             }
         }
     }
@@ -458,7 +528,8 @@ impl Snapshot {
         let mut overflow = false;
         let lookups = std::iter::once(self.users.get(a.user))
             .chain(a.groups.iter().map(|g| self.groups.get(g.as_str())))
-            .flatten();
+            .flatten()
+            .map(|e| &**e);
         for entry in lookups {
             if n == MAX_INLINE_SUBJECTS {
                 overflow = true;
@@ -472,10 +543,12 @@ impl Snapshot {
             let all: Vec<&SubjectEntry> = std::iter::once(self.users.get(a.user))
                 .chain(a.groups.iter().map(|g| self.groups.get(g.as_str())))
                 .flatten()
+                .map(|e| &**e)
                 .collect();
             return self.decide_for(&all, a);
         }
-        let entries: [&SubjectEntry; MAX_INLINE_SUBJECTS] = std::array::from_fn(|i| found[i].unwrap_or(&EMPTY));
+        let entries: [&SubjectEntry; MAX_INLINE_SUBJECTS] =
+            std::array::from_fn(|i| found[i].unwrap_or(&EMPTY));
         self.decide_for(&entries[..n], a)
     }
 
@@ -500,20 +573,28 @@ impl Snapshot {
 
         // 2. The target workspace.
         let workspace: &str = match a.scope {
-            Scope::Namespace => self.namespaces.get(a.namespace).and_then(|w| w.as_deref()).unwrap_or(""),
+            Scope::Namespace => self
+                .namespaces
+                .get(a.namespace)
+                .and_then(|w| w.as_deref())
+                .unwrap_or(""),
             Scope::Workspace => a.workspace,
             _ => "",
         };
 
         // 3-5. A bad reference in these phases aborts (fail closed; see `naive`).
         if !workspace.is_empty() {
-            let phase = entries.iter().filter_map(|e| e.workspaces.as_ref()?.get(workspace));
+            let phase = entries
+                .iter()
+                .filter_map(|e| scoped_get(&e.workspaces, workspace));
             if let Some(d) = self.phase(phase, "", a, &mut denial) {
                 return d;
             }
         }
         if a.scope == Scope::Namespace {
-            let phase = entries.iter().filter_map(|e| e.namespaces.as_ref()?.get(a.namespace));
+            let phase = entries
+                .iter()
+                .filter_map(|e| scoped_get(&e.namespaces, a.namespace));
             if let Some(d) = self.phase(phase, a.namespace, a, &mut denial) {
                 return d;
             }
@@ -536,13 +617,20 @@ impl Snapshot {
             denial.errors.push(err);
             return Some(Decision::Deny(std::mem::take(denial)));
         }
-        lists.flat_map(|l| l.iter()).find_map(|b| self.grant(b, namespace, a)).map(Decision::Allow)
+        lists
+            .flat_map(|l| l.iter())
+            .find_map(|b| self.grant(b, namespace, a))
+            .map(Decision::Allow)
     }
 
     fn grant(&self, b: &Arc<CompiledBinding>, namespace: &str, a: &Attributes<'_>) -> Option<Grant> {
         let role = self.role(b.role_kind?, namespace, &b.role_ref.name)?;
         let granted = role.grants(a)?;
-        Some(Grant { binding: b.clone(), role: role.clone(), granted })
+        Some(Grant {
+            binding: b.clone(),
+            role: role.clone(),
+            granted,
+        })
     }
 
     fn role(&self, kind: RoleKind, namespace: &str, name: &str) -> Option<&Arc<CompiledRole>> {
@@ -560,20 +648,36 @@ impl Snapshot {
     }
 }
 
-static EMPTY: SubjectEntry =
-    SubjectEntry { global: None, cluster: None, workspaces: None, namespaces: None };
+static EMPTY: SubjectEntry = SubjectEntry {
+    global: None,
+    cluster: None,
+    workspaces: None,
+    namespaces: None,
+};
 
 fn edit_scoped(
-    map: Option<Map<Arc<str>, List>>,
+    scoped: Option<Scoped>,
     scope: &Arc<str>,
     edit: impl Fn(&Option<List>) -> Option<List>,
-) -> Option<Map<Arc<str>, List>> {
-    let mut map = map.unwrap_or_else(new_map);
-    match edit(&map.get(&**scope).cloned()) {
-        Some(list) => drop(map.insert(scope.clone(), list)),
-        None => drop(map.remove(&**scope)),
+) -> Option<Scoped> {
+    let mut v: Vec<(Arc<str>, List)> = scoped.as_deref().map(<[_]>::to_vec).unwrap_or_default();
+    match v.binary_search_by(|(k, _)| (**k).cmp(&**scope)) {
+        Ok(i) => match edit(&Some(v[i].1.clone())) {
+            Some(list) => v[i].1 = list,
+            None => drop(v.remove(i)),
+        },
+        Err(i) => {
+            if let Some(list) = edit(&None) {
+                v.insert(i, (scope.clone(), list));
+            }
+        }
     }
-    if map.is_empty() { None } else { Some(map) }
+    if v.is_empty() { None } else { Some(v.into()) }
+}
+
+/// The bindings map key: kind, namespace and name in one string.
+fn binding_id(key: &BindingKey) -> String {
+    format!("{}/{}/{}", key.kind.as_str(), key.namespace, key.name)
 }
 
 /// The shared, always-current snapshot: one writer, any number of lock-free readers.
@@ -627,7 +731,13 @@ impl PolicyStore {
     pub fn decide(&self, a: &Attributes<'_>) -> (Decision, u64) {
         let snap = self.load();
         if !self.is_ready() {
-            return (Decision::Deny(Denial { not_ready: true, errors: Vec::new() }), snap.generation);
+            return (
+                Decision::Deny(Denial {
+                    not_ready: true,
+                    errors: Vec::new(),
+                }),
+                snap.generation,
+            );
         }
         (snap.decide(a), snap.generation)
     }

@@ -36,19 +36,36 @@ impl Status {
     /// A 401 with `message`.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         let message = message.into();
-        let message = if message.is_empty() { "not authorized".to_owned() } else { message };
-        Self { code: 401, reason: "Unauthorized", message, details: None }
+        let message = if message.is_empty() {
+            "not authorized".to_owned()
+        } else {
+            message
+        };
+        Self {
+            code: 401,
+            reason: "Unauthorized",
+            message,
+            details: None,
+        }
     }
 
     /// A 403 for the request, with the RBAC `reason` appended when non-empty (spec §9.2).
     pub fn forbidden(a: &Attributes<'_>, reason: &str) -> Self {
         let inner = sanitize_for_html(&forbidden_inner(a));
-        let err = if reason.is_empty() { inner } else { format!("{inner}: {reason}") };
+        let err = if reason.is_empty() {
+            inner
+        } else {
+            format!("{inner}: {reason}")
+        };
         let (group, resource, name) = (a.api_group, a.resource, a.name);
         let message = if group.is_empty() && resource.is_empty() {
             format!("forbidden: {err}")
         } else {
-            let qualified = if group.is_empty() { resource.to_owned() } else { format!("{resource}.{group}") };
+            let qualified = if group.is_empty() {
+                resource.to_owned()
+            } else {
+                format!("{resource}.{group}")
+            };
             if name.is_empty() {
                 format!("{qualified} is forbidden: {err}")
             } else {
@@ -59,13 +76,22 @@ impl Status {
             code: 403,
             reason: "Forbidden",
             message,
-            details: Some(StatusDetails { group: group.into(), kind: resource.into(), name: name.into() }),
+            details: Some(StatusDetails {
+                group: group.into(),
+                kind: resource.into(),
+                name: name.into(),
+            }),
         }
     }
 
     /// Another failure status (`NotFound`, `BadRequest`, `InternalError`, ...).
     pub fn failure(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     /// The JSON body. Compact bodies end with a newline (Go's `Encoder.Encode`); pretty ones do not
@@ -161,7 +187,10 @@ fn forbidden_inner(a: &Attributes<'_>) -> String {
     };
     let group = go_quote(a.api_group);
     if a.namespace.is_empty() {
-        format!("User {user} cannot {} resource {resource} in API group {group} at the cluster scope", a.verb)
+        format!(
+            "User {user} cannot {} resource {resource} in API group {group} at the cluster scope",
+            a.verb
+        )
     } else {
         format!(
             "User {user} cannot {} resource {resource} in API group {group} in the namespace {}",
@@ -270,13 +299,24 @@ mod tests {
             s.message,
             r#"pods "p1" is forbidden: User "u" cannot get resource "pods/log" in API group "" in the namespace "ns1": RBAC: boom"#
         );
-        assert_eq!(s.to_json(false).matches(r#""details":{"kind":"pods","name":"p1"}"#).count(), 1);
+        assert_eq!(
+            s.to_json(false)
+                .matches(r#""details":{"kind":"pods","name":"p1"}"#)
+                .count(),
+            1
+        );
         let info = resolve("POST", "/kapis/foo/bar", "").unwrap();
         let s = Status::forbidden(&info.attributes("u<&>", &[]), "");
-        assert_eq!(s.message, r#"forbidden: User "u&lt;&amp;&gt;" cannot POST path "/kapis/foo/bar""#);
+        assert_eq!(
+            s.message,
+            r#"forbidden: User "u&lt;&amp;&gt;" cannot POST path "/kapis/foo/bar""#
+        );
         let json = s.to_json(false);
         assert!(json.contains(r#""details":{}"#), "{json}");
-        assert!(json.contains(r#"User \"u\u0026lt;\u0026amp;\u0026gt;\""#), "{json}");
+        assert!(
+            json.contains(r#"User \"u\u0026lt;\u0026amp;\u0026gt;\""#),
+            "{json}"
+        );
     }
 
     #[test]

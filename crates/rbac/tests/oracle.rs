@@ -36,13 +36,15 @@ fn rule() -> impl Strategy<Value = PolicyRule> {
         prop_oneof![3 => Just(vec![]), 1 => some_of(&["n0", "n1"], 1)],
         prop_oneof![3 => Just(vec![]), 1 => some_of(&["/healthz", "/api/*", "*", "/api"], 2)],
     )
-        .prop_map(|(verbs, api_groups, resources, resource_names, non_resource_urls)| PolicyRule {
-            verbs,
-            api_groups,
-            resources,
-            resource_names,
-            non_resource_urls,
-        })
+        .prop_map(
+            |(verbs, api_groups, resources, resource_names, non_resource_urls)| PolicyRule {
+                verbs,
+                api_groups,
+                resources,
+                resource_names,
+                non_resource_urls,
+            },
+        )
 }
 
 const REGO: [&str; 3] = [
@@ -70,12 +72,31 @@ fn role() -> impl Strategy<Value = Role> {
 
 fn subject() -> impl Strategy<Value = Subject> {
     prop_oneof![
-        one_of(&["u0", "u1", "g0"]).prop_map(|name| Subject { kind: "User".into(), name, ..Default::default() }),
-        one_of(&GROUPS).prop_map(|name| Subject { kind: "Group".into(), name, ..Default::default() }),
-        (one_of(&["kubesphere.io", "rbac.authorization.k8s.io", ""]), one_of(&["ns0", "ns1", ""])).prop_map(
-            |(api_group, namespace)| Subject { kind: "ServiceAccount".into(), api_group, name: "sa0".into(), namespace }
-        ),
-        Just(Subject { kind: "Robot".into(), name: "u0".into(), ..Default::default() }),
+        one_of(&["u0", "u1", "g0"]).prop_map(|name| Subject {
+            kind: "User".into(),
+            name,
+            ..Default::default()
+        }),
+        one_of(&GROUPS).prop_map(|name| Subject {
+            kind: "Group".into(),
+            name,
+            ..Default::default()
+        }),
+        (
+            one_of(&["kubesphere.io", "rbac.authorization.k8s.io", ""]),
+            one_of(&["ns0", "ns1", ""])
+        )
+            .prop_map(|(api_group, namespace)| Subject {
+                kind: "ServiceAccount".into(),
+                api_group,
+                name: "sa0".into(),
+                namespace
+            }),
+        Just(Subject {
+            kind: "Robot".into(),
+            name: "u0".into(),
+            ..Default::default()
+        }),
     ]
 }
 
@@ -99,18 +120,31 @@ fn binding() -> impl Strategy<Value = Binding> {
         one_of(&["r0", "r1", "missing"]),
         proptest::collection::vec(subject(), 0..3),
     )
-        .prop_map(|(kind, ns, name, workspace, role_kind, role_name, subjects)| Binding {
-            kind,
-            namespace: if kind == BindingKind::RoleBinding { ns } else { String::new() },
-            name,
-            workspace,
-            role_ref: RoleRef { api_group: "iam.kubesphere.io".into(), kind: role_kind, name: role_name },
-            subjects,
-        })
+        .prop_map(
+            |(kind, ns, name, workspace, role_kind, role_name, subjects)| Binding {
+                kind,
+                namespace: if kind == BindingKind::RoleBinding {
+                    ns
+                } else {
+                    String::new()
+                },
+                name,
+                workspace,
+                role_ref: RoleRef {
+                    api_group: "iam.kubesphere.io".into(),
+                    kind: role_kind,
+                    name: role_name,
+                },
+                subjects,
+            },
+        )
 }
 
 fn namespace() -> impl Strategy<Value = Namespace> {
-    (one_of(&NAMESPACES), prop_oneof![2 => one_of(&WORKSPACES).prop_map(Some), 1 => Just(None)])
+    (
+        one_of(&NAMESPACES),
+        prop_oneof![2 => one_of(&WORKSPACES).prop_map(Some), 1 => Just(None)],
+    )
         .prop_map(|(name, workspace)| Namespace { name, workspace })
 }
 
@@ -134,7 +168,11 @@ fn normalize(mut p: Policy) -> Policy {
             namespaces.push(n);
         }
     }
-    Policy { roles, bindings, namespaces }
+    Policy {
+        roles,
+        bindings,
+        namespaces,
+    }
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
@@ -143,7 +181,13 @@ fn policy() -> impl Strategy<Value = Policy> {
         proptest::collection::vec(binding(), 0..10),
         proptest::collection::vec(namespace(), 0..4),
     )
-        .prop_map(|(roles, bindings, namespaces)| normalize(Policy { roles, bindings, namespaces }))
+        .prop_map(|(roles, bindings, namespaces)| {
+            normalize(Policy {
+                roles,
+                bindings,
+                namespaces,
+            })
+        })
 }
 
 #[derive(Clone, Debug)]
@@ -184,26 +228,65 @@ impl Req {
 
 fn request() -> impl Strategy<Value = Req> {
     (
-        (one_of(&USERS), some_of(&GROUPS, 2), one_of(&["get", "list", "create", "delete", "GET"])),
-        (one_of(&["", "apps", "batch"]), one_of(&["pods", "deployments", "secrets"]), one_of(&["", "log", "status"])),
-        (one_of(&["", "n0", "n1"]), one_of(&["ns0", "ns1", "ns2", "nsX"]), one_of(&["w0", "w1", "wX"])),
-        (any::<bool>(), one_of(&["/healthz", "/api/v1", "/api", "/version"])),
-        proptest::sample::select(&[Scope::Global, Scope::Cluster, Scope::Workspace, Scope::Namespace, Scope::None][..]),
+        (
+            one_of(&USERS),
+            some_of(&GROUPS, 2),
+            one_of(&["get", "list", "create", "delete", "GET"]),
+        ),
+        (
+            one_of(&["", "apps", "batch"]),
+            one_of(&["pods", "deployments", "secrets"]),
+            one_of(&["", "log", "status"]),
+        ),
+        (
+            one_of(&["", "n0", "n1"]),
+            one_of(&["ns0", "ns1", "ns2", "nsX"]),
+            one_of(&["w0", "w1", "wX"]),
+        ),
+        (
+            any::<bool>(),
+            one_of(&["/healthz", "/api/v1", "/api", "/version"]),
+        ),
+        proptest::sample::select(
+            &[
+                Scope::Global,
+                Scope::Cluster,
+                Scope::Workspace,
+                Scope::Namespace,
+                Scope::None,
+            ][..],
+        ),
     )
-        .prop_map(|((user, groups, verb), (api_group, resource, subresource), (name, ns, ws), (rr, path), scope)| Req {
-            user,
-            groups,
-            verb,
-            api_group,
-            resource,
-            subresource,
-            name,
-            namespace: if scope == Scope::Namespace { ns } else { String::new() },
-            workspace: if scope == Scope::Workspace { ws } else { String::new() },
-            resource_request: rr,
-            path,
-            scope,
-        })
+        .prop_map(
+            |(
+                (user, groups, verb),
+                (api_group, resource, subresource),
+                (name, ns, ws),
+                (rr, path),
+                scope,
+            )| Req {
+                user,
+                groups,
+                verb,
+                api_group,
+                resource,
+                subresource,
+                name,
+                namespace: if scope == Scope::Namespace {
+                    ns
+                } else {
+                    String::new()
+                },
+                workspace: if scope == Scope::Workspace {
+                    ws
+                } else {
+                    String::new()
+                },
+                resource_request: rr,
+                path,
+                scope,
+            },
+        )
 }
 
 #[derive(Clone, Debug)]
@@ -265,7 +348,14 @@ fn agree(policy: &Policy, snap: &Snapshot, requests: &[Req]) -> Result<(), TestC
         let a = r.attrs();
         let fast = snap.decide(&a);
         let slow = naive::decide(policy, &a);
-        prop_assert_eq!(fast.allowed(), slow.allowed, "request {:?}\npolicy {:#?}\nreason {}", r, policy, fast.reason(&a));
+        prop_assert_eq!(
+            fast.allowed(),
+            slow.allowed,
+            "request {:?}\npolicy {:#?}\nreason {}",
+            r,
+            policy,
+            fast.reason(&a)
+        );
         if !slow.allowed {
             // Denials report the same role-reference errors.
             prop_assert_eq!(fast.reason(&a).is_empty(), slow.errors.is_empty(), "{:?}", r);
@@ -275,7 +365,10 @@ fn agree(policy: &Policy, snap: &Snapshot, requests: &[Req]) -> Result<(), TestC
 }
 
 fn cases() -> u32 {
-    std::env::var("KSIAM_ORACLE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+    std::env::var("KSIAM_ORACLE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
 }
 
 proptest! {
