@@ -1,1 +1,19 @@
-//! Helpers for the e2e tests.
+//! Helpers for the e2e tests: kubectl, a fresh namespace per test, polling, and a tiny admission webhook.
+//!
+//! The tests need a real API server, started by `cargo xtask e2e` (or `cargo xtask test`), which exports
+//! `KSIAM_E2E=1`, `KUBECONFIG`, `KSIAM_KUBECTL` and `KSIAM_E2E_RUN_DIR`. Without them every test fails
+//! (never skips) and says how to run it.
+
+mod env;
+mod kubectl;
+mod namespace;
+mod poll;
+mod webhook;
+
+pub use self::{
+    env::{E2e, e2e, workspace_root},
+    kubectl::{apply, get_json, kubectl, kubectl_with_stdin},
+    namespace::{TestNamespace, random_suffix},
+    poll::poll,
+    webhook::TestWebhook,
+};
