@@ -6,6 +6,8 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
+/// Writes every generated file under `root` (printing one line per file written), or with `check`
+/// writes nothing and fails listing the files that are missing or out of date.
 pub fn run(root: &Path, check: bool) -> anyhow::Result<()> {
     let files = ksiam_api::generate::try_generated_files().context("generating files")?;
     let mut stale = Vec::new();

@@ -185,3 +185,74 @@ impl Cluster {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Cluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "cluster.kubesphere.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": "host", "labels": {"cluster-role.kubesphere.io/host": ""}},
+            "spec": {
+                "enable": true,
+                "provider": "kubeadm",
+                "connection": {
+                    "type": "direct",
+                    "kubernetesAPIEndpoint": "https://10.0.0.1:6443",
+                    "kubeconfig": "YXBpVmVyc2lvbjogdjE=",
+                },
+            },
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
+                "kubernetesVersion": "v1.34.4",
+                "nodeCount": 3,
+            },
+        }))
+        .expect("cluster")
+    }
+
+    #[test]
+    fn kubeconfig_can_be_removed_from_responses() {
+        let cluster = host();
+        assert_eq!(
+            cluster
+                .spec
+                .connection
+                .kubeconfig
+                .as_ref()
+                .map(|k| k.0.as_slice()),
+            Some(&b"apiVersion: v1"[..])
+        );
+        let json = serde_json::to_value(cluster.without_kubeconfig()).expect("serialize");
+        assert!(json["spec"]["connection"].get("kubeconfig").is_none());
+        assert_eq!(
+            json["spec"]["connection"]["kubernetesAPIEndpoint"],
+            "https://10.0.0.1:6443"
+        );
+        assert_eq!(json["spec"]["enable"], true);
+    }
+
+    #[test]
+    fn fields_round_trip_with_go_names() {
+        let json = serde_json::to_value(host()).expect("serialize");
+        assert_eq!(json["spec"]["connection"]["kubeconfig"], "YXBpVmVyc2lvbjogdjE=");
+        assert_eq!(json["status"]["nodeCount"], 3);
+        assert!(
+            json["spec"].get("joinFederation").is_none(),
+            "false booleans are omitted like Go's omitempty"
+        );
+    }
+
+    #[test]
+    fn readiness_comes_from_the_ready_condition() {
+        assert!(host().is_ready());
+        let mut cluster = host();
+        if let Some(status) = cluster.status.as_mut() {
+            status.conditions[0].status = "False".into();
+        }
+        assert!(!cluster.is_ready());
+        assert!(!Cluster::new("bare", ClusterSpec::default()).is_ready());
+    }
+}

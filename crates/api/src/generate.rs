@@ -411,6 +411,22 @@ mod tests {
     }
 
     #[test]
+    fn required_rules_have_no_default() {
+        for name in ["globalroles.iam.kubesphere.io", "roletemplates.iam.kubesphere.io"] {
+            let crd = crd(name);
+            let root = schema(&crd.spec.versions[0]);
+            let holder = if name.starts_with("roletemplates") {
+                &root.properties.as_ref().expect("properties")["spec"]
+            } else {
+                root
+            };
+            assert!(holder.required.iter().flatten().any(|r| r == "rules"), "{name}");
+            let rules = &holder.properties.as_ref().expect("properties")["rules"];
+            assert_eq!(rules.default, None, "{name}");
+        }
+    }
+
+    #[test]
     fn global_and_workspace_kinds_also_serve_a_deprecated_v1alpha2() {
         for plural in [
             "globalroles",

@@ -39,13 +39,18 @@ pub(crate) fn atomic_object_references(generator: &mut SchemaGenerator) -> Schem
 }
 
 /// Marks `rules` as required even though deserialization tolerates its absence (`#[serde(default)]`
-/// would otherwise make schemars treat it as optional). KubeSphere requires it on GlobalRoles and
-/// RoleTemplates, where it may still be empty.
+/// would otherwise make schemars treat it as optional and give it `default: []`, so the API server
+/// would fill it in). KubeSphere requires it on GlobalRoles and RoleTemplates, where it may still be empty.
 pub(crate) fn require_rules(schema: &mut Schema) {
-    let required = schema
-        .ensure_object()
-        .entry("required")
-        .or_insert_with(|| serde_json::json!([]));
+    let object = schema.ensure_object();
+    if let Some(rules) = object
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("rules"))
+        .and_then(|r| r.as_object_mut())
+    {
+        rules.remove("default");
+    }
+    let required = object.entry("required").or_insert_with(|| serde_json::json!([]));
     if let Some(list) = required.as_array_mut()
         && !list.iter().any(|v| v == "rules")
     {

@@ -93,3 +93,43 @@ impl WorkspaceTemplate {
         self.spec.template.spec.manager.as_deref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workspace_template_fields_round_trip() {
+        let original = serde_json::json!({
+            "apiVersion": "tenant.kubesphere.io/v1beta1",
+            "kind": "WorkspaceTemplate",
+            "metadata": {"name": "system-workspace"},
+            "spec": {
+                "template": {
+                    "metadata": {"annotations": {"kubesphere.io/creator": "admin"}},
+                    "spec": {"manager": "admin"},
+                },
+                "placement": {
+                    "clusters": [{"name": "host"}],
+                    "clusterSelector": {"matchLabels": {"env": "prod"}},
+                },
+            },
+        });
+        let template: WorkspaceTemplate = serde_json::from_value(original.clone()).expect("template");
+        assert_eq!(template.manager(), Some("admin"));
+        assert_eq!(template.spec.placement.clusters[0].name, "host");
+        assert_eq!(serde_json::to_value(&template).expect("serialize"), original);
+    }
+
+    #[test]
+    fn workspace_manager_is_optional() {
+        let ws: Workspace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenant.kubesphere.io/v1beta1",
+            "kind": "Workspace",
+            "metadata": {"name": "ws1"},
+            "spec": {},
+        }))
+        .expect("workspace");
+        assert_eq!(ws.spec.manager, None);
+    }
+}

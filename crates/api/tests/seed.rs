@@ -187,3 +187,35 @@ fn serialized_objects_lead_with_api_version_kind_metadata() {
         .collect();
     assert_eq!(keys, ["apiVersion", "kind", "metadata", "subjects", "roleRef"]);
 }
+
+/// A ServiceAccount as kube-apiserver 1.34 returned it (with server-set metadata and managedFields).
+const SERVER_SERVICE_ACCOUNT: &str = r#"{
+    "apiVersion": "kubesphere.io/v1alpha1",
+    "kind": "ServiceAccount",
+    "metadata": {
+        "creationTimestamp": "2026-11-28T16:25:04Z",
+        "generation": 1,
+        "managedFields": [{
+            "apiVersion": "kubesphere.io/v1alpha1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:secrets": {}},
+            "manager": "kubectl-client-side-apply",
+            "operation": "Update",
+            "time": "2026-11-28T16:25:04Z"
+        }],
+        "name": "filled",
+        "namespace": "default",
+        "resourceVersion": "279",
+        "uid": "8cbc15f0-971f-4772-89d8-ed84329dea13"
+    },
+    "secrets": [{"name": "filled-abcde", "namespace": "default"}]
+}"#;
+
+#[test]
+fn api_server_responses_round_trip() {
+    let sa: ServiceAccount = serde_json::from_str(SERVER_SERVICE_ACCOUNT).expect("server object");
+    assert_eq!(sa.token_secret_name(), Some("filled-abcde"));
+    assert_eq!(sa.metadata.resource_version.as_deref(), Some("279"));
+    let original: serde_json::Value = serde_json::from_str(SERVER_SERVICE_ACCOUNT).expect("json");
+    assert_eq!(serde_json::to_value(&sa).expect("serialize"), original);
+}
