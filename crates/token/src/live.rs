@@ -1,0 +1,82 @@
+//! Revocation as an allow-list: the ids of the tokens that token Secrets currently hold.
+
+use std::collections::HashMap;
+
+use parking_lot::RwLock;
+
+use crate::token_id;
+
+/// The tokens currently held by token Secrets, by Secret (`namespace/name`) → token id.
+///
+/// A token is valid only while some Secret holds it: delete the Secret and the token is revoked, recreate
+/// the ServiceAccount and old tokens stay dead. Fed by a watch on `kubesphere.io/service-account-token`
+/// Secrets.
+#[derive(Debug, Default)]
+pub struct LiveTokens {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_secret: HashMap<String, String>,
+    counts: HashMap<String, usize>,
+    generation: u64,
+}
+
+impl LiveTokens {
+    /// Records that Secret `key` holds `token` (replacing what it held before).
+    pub fn hold(&self, key: &str, token: &str) {
+        let id = token_id(token);
+        let mut inner = self.inner.write();
+        if inner.by_secret.get(key) == Some(&id) {
+            return;
+        }
+        inner.release(key);
+        *inner.counts.entry(id.clone()).or_default() += 1;
+        inner.by_secret.insert(key.to_owned(), id);
+        inner.generation += 1;
+    }
+
+    /// Records that Secret `key` is gone (or no longer holds a token).
+    pub fn release(&self, key: &str) {
+        let mut inner = self.inner.write();
+        if inner.release(key) {
+            inner.generation += 1;
+        }
+    }
+
+    /// Whether some Secret holds the token with this id.
+    pub fn is_live(&self, token_id: &str) -> bool {
+        self.inner.read().counts.contains_key(token_id)
+    }
+
+    /// Bumped on every change (cache invalidation).
+    pub fn generation(&self) -> u64 {
+        self.inner.read().generation
+    }
+
+    /// How many Secrets hold tokens.
+    pub fn len(&self) -> usize {
+        self.inner.read().by_secret.len()
+    }
+
+    /// Whether no Secret holds a token.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Inner {
+    fn release(&mut self, key: &str) -> bool {
+        let Some(id) = self.by_secret.remove(key) else {
+            return false;
+        };
+        if let Some(n) = self.counts.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&id);
+            }
+        }
+        true
+    }
+}
