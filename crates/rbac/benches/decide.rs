@@ -9,7 +9,7 @@ use std::{
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ksiam_rbac::{
-    Attributes, PolicyStore, Scope, Snapshot,
+    Attributes, PolicyIndex, PolicyStore, Scope, Snapshot,
     generate::{Generated, Request, TARGET_GROUPS, TARGET_USER, generate},
     model::{Binding, BindingKind, RoleRef, Subject},
 };
@@ -78,7 +78,7 @@ fn new_binding(i: u64) -> Binding {
 
 fn update(c: &mut Criterion) {
     let n = 100_000;
-    let store = PolicyStore::new(Snapshot::build(&generate(n, 42).policy));
+    let store = PolicyStore::new(PolicyIndex::build(&generate(n, 42).policy));
     let mut group = c.benchmark_group("update");
     // One binding added (and published) while 100k exist; removed again outside the measurement.
     group.bench_function(BenchmarkId::new("add_binding", n), |b| {

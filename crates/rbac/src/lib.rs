@@ -2,7 +2,7 @@
 //!
 //! - [`request`]: the request-info resolver (HTTP method + path + query → [`RequestInfo`], [`Attributes`]).
 //! - [`model`]: roles, bindings and namespaces as the evaluation sees them.
-//! - [`Snapshot`] / [`PolicyStore`]: the compiled policy, indexed by subject and scope, updated one object
+//! - [`Snapshot`] / [`PolicyIndex`] / [`PolicyStore`]: the compiled policy, indexed by subject and scope, updated one object
 //!   at a time, read without locks.
 //! - [`Authorizer`]: KubeSphere's union of the path allow-list and RBAC, with the `AlwaysAllow` and
 //!   `AlwaysDeny` modes.
@@ -13,14 +13,14 @@
 //! This crate does no I/O, never panics on any input, and every decision carries its reason.
 //!
 //! ```
-//! use ksiam_rbac::{model::*, request::resolve, Authorizer, Mode, PolicyStore, Snapshot};
+//! use ksiam_rbac::{model::*, request::resolve, Authorizer, Mode, PolicyIndex, PolicyStore};
 //!
 //! let policy: Policy = serde_json::from_str(r#"{
 //!   "roles": [{"kind": "ClusterRole", "name": "view", "rules": [{"verbs": ["get", "list"], "apiGroups": ["*"], "resources": ["*"]}]}],
 //!   "bindings": [{"kind": "ClusterRoleBinding", "name": "b", "roleRef": {"kind": "ClusterRole", "name": "view"},
 //!                 "subjects": [{"kind": "ServiceAccount", "apiGroup": "kubesphere.io", "name": "sample", "namespace": "default"}]}]
 //! }"#).unwrap();
-//! let store = PolicyStore::new(Snapshot::build(&policy));
+//! let store = PolicyStore::new(PolicyIndex::build(&policy));
 //! store.set_ready(true);
 //! let authz = Authorizer::new(Mode::Rbac);
 //!
@@ -42,7 +42,7 @@ pub mod status;
 
 pub use self::{
     request::{Attributes, RequestInfo, Scope, resolve},
-    snapshot::{Decision, Denial, Grant, Granted, PolicyStore, Snapshot},
+    snapshot::{Decision, Denial, Grant, Granted, PolicyIndex, PolicyStore, Snapshot},
     status::Status,
 };
 

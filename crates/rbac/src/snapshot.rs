@@ -339,8 +339,7 @@ pub struct Snapshot {
     generation: u64,
     users: Map<Arc<str>, Arc<SubjectEntry>>,
     groups: Map<Arc<str>, Arc<SubjectEntry>>,
-    /// Keyed by [`binding_id`], a compact string, to keep the map's nodes small.
-    bindings: Map<Arc<str>, Arc<CompiledBinding>>,
+    binding_count: usize,
     global_roles: Map<Arc<str>, Arc<CompiledRole>>,
     workspace_roles: Map<Arc<str>, Arc<CompiledRole>>,
     cluster_roles: Map<Arc<str>, Arc<CompiledRole>>,
@@ -354,7 +353,7 @@ impl Default for Snapshot {
             generation: 0,
             users: new_map(),
             groups: new_map(),
-            bindings: new_map(),
+            binding_count: 0,
             global_roles: new_map(),
             workspace_roles: new_map(),
             cluster_roles: new_map(),
@@ -368,7 +367,7 @@ impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Snapshot")
             .field("generation", &self.generation)
-            .field("bindings", &self.bindings.len())
+            .field("bindings", &self.binding_count)
             .field("subjects", &(self.users.len() + self.groups.len()))
             .field("namespaces", &self.namespaces.len())
             .finish()
@@ -389,19 +388,9 @@ pub struct Counts {
 const MAX_INLINE_SUBJECTS: usize = 16;
 
 impl Snapshot {
-    /// Builds a snapshot from a whole policy.
+    /// Builds a snapshot from a whole policy (see [`PolicyIndex`] to keep updating it).
     pub fn build(policy: &Policy) -> Self {
-        let mut s = Self::default();
-        for r in &policy.roles {
-            s.upsert_role(r);
-        }
-        for b in &policy.bindings {
-            s.upsert_binding(b);
-        }
-        for n in &policy.namespaces {
-            s.upsert_namespace(n);
-        }
-        s
+        PolicyIndex::build(policy).snapshot
     }
 
     /// Bumped by [`PolicyStore`] on every published change.
@@ -417,7 +406,7 @@ impl Snapshot {
                 + self.workspace_roles.len()
                 + self.cluster_roles.len()
                 + namespaced_roles,
-            bindings: self.bindings.len(),
+            bindings: self.binding_count,
             namespaces: self.namespaces.len(),
         }
     }
@@ -425,7 +414,7 @@ impl Snapshot {
     // === updates ===
 
     /// Adds or replaces a role.
-    pub fn upsert_role(&mut self, role: &Role) {
+    fn upsert_role(&mut self, role: &Role) {
         let compiled = Arc::new(CompiledRole::compile(role));
         let name = compiled.name.clone();
         match role.kind {
@@ -442,7 +431,7 @@ impl Snapshot {
     }
 
     /// Removes a role; bindings that refer to it then grant nothing.
-    pub fn remove_role(&mut self, key: &RoleKey) {
+    fn remove_role(&mut self, key: &RoleKey) {
         match key.kind {
             RoleKind::GlobalRole => drop(self.global_roles.remove(key.name.as_str())),
             RoleKind::WorkspaceRole => drop(self.workspace_roles.remove(key.name.as_str())),
@@ -458,30 +447,12 @@ impl Snapshot {
         }
     }
 
-    /// Adds or replaces a binding.
-    pub fn upsert_binding(&mut self, binding: &Binding) {
-        let key = binding.key();
-        self.remove_binding(&key);
-        let compiled = Arc::new(CompiledBinding::compile(binding));
-        self.index(&compiled, true);
-        self.bindings.insert(binding_id(&key).into(), compiled);
-    }
-
-    /// Removes a binding.
-    pub fn remove_binding(&mut self, key: &BindingKey) {
-        if let Some(old) = self.bindings.remove(binding_id(key).as_str()) {
-            self.index(&old, false);
-        }
-    }
-
-    /// Adds or replaces a namespace (its workspace label).
-    pub fn upsert_namespace(&mut self, ns: &Namespace) {
+    fn upsert_namespace(&mut self, ns: &Namespace) {
         self.namespaces
             .insert(ns.name.as_str().into(), ns.workspace.as_deref().map(Arc::from));
     }
 
-    /// Removes a namespace.
-    pub fn remove_namespace(&mut self, name: &str) {
+    fn remove_namespace(&mut self, name: &str) {
         self.namespaces.remove(name);
     }
 
@@ -642,9 +613,34 @@ impl Snapshot {
         }
     }
 
-    /// Every binding (for listing and reverse lookups; not used by decisions).
-    pub fn bindings(&self) -> impl Iterator<Item = &Arc<CompiledBinding>> {
-        self.bindings.values()
+    /// Every binding, once (for listing and reverse lookups; not used by decisions).
+    pub fn bindings(&self) -> Vec<Arc<CompiledBinding>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(self.binding_count);
+        for e in self.users.values().chain(self.groups.values()) {
+            let scoped = |s: &Option<Scoped>| {
+                s.as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(_, l)| l.clone())
+                    .collect::<Vec<_>>()
+            };
+            let lists = e
+                .global
+                .iter()
+                .cloned()
+                .chain(e.cluster.iter().cloned())
+                .chain(scoped(&e.workspaces))
+                .chain(scoped(&e.namespaces));
+            for list in lists {
+                for b in list.iter() {
+                    if seen.insert(Arc::as_ptr(b)) {
+                        out.push(b.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
@@ -675,30 +671,99 @@ fn edit_scoped(
     if v.is_empty() { None } else { Some(v.into()) }
 }
 
-/// The bindings map key: kind, namespace and name in one string.
-fn binding_id(key: &BindingKey) -> String {
-    format!("{}/{}/{}", key.kind.as_str(), key.namespace, key.name)
+/// The writer's side of a snapshot: the snapshot itself plus the table of bindings by key, which only
+/// updates need. The table is a plain map (not shared with readers), so an update path-copies only the
+/// reader-visible maps it changes.
+#[derive(Debug, Default)]
+pub struct PolicyIndex {
+    snapshot: Snapshot,
+    bindings: std::collections::HashMap<BindingKey, Arc<CompiledBinding>>,
+}
+
+impl PolicyIndex {
+    /// Indexes a whole policy.
+    pub fn build(policy: &Policy) -> Self {
+        let mut index = Self::default();
+        for r in &policy.roles {
+            index.upsert_role(r);
+        }
+        for b in &policy.bindings {
+            index.upsert_binding(b);
+        }
+        for n in &policy.namespaces {
+            index.upsert_namespace(n);
+        }
+        index
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// Adds or replaces a role.
+    pub fn upsert_role(&mut self, role: &Role) {
+        self.snapshot.upsert_role(role);
+    }
+
+    /// Removes a role; bindings that refer to it then grant nothing.
+    pub fn remove_role(&mut self, key: &RoleKey) {
+        self.snapshot.remove_role(key);
+    }
+
+    /// Adds or replaces a binding.
+    pub fn upsert_binding(&mut self, binding: &Binding) {
+        let key = binding.key();
+        self.remove_binding(&key);
+        let compiled = Arc::new(CompiledBinding::compile(binding));
+        self.snapshot.index(&compiled, true);
+        self.snapshot.binding_count += 1;
+        self.bindings.insert(key, compiled);
+    }
+
+    /// Removes a binding.
+    pub fn remove_binding(&mut self, key: &BindingKey) {
+        if let Some(old) = self.bindings.remove(key) {
+            self.snapshot.index(&old, false);
+            self.snapshot.binding_count -= 1;
+        }
+    }
+
+    /// Adds or replaces a namespace (its workspace label).
+    pub fn upsert_namespace(&mut self, ns: &Namespace) {
+        self.snapshot.upsert_namespace(ns);
+    }
+
+    /// Removes a namespace.
+    pub fn remove_namespace(&mut self, name: &str) {
+        self.snapshot.remove_namespace(name);
+    }
+
+    /// A binding by key.
+    pub fn binding(&self, key: &BindingKey) -> Option<&Arc<CompiledBinding>> {
+        self.bindings.get(key)
+    }
 }
 
 /// The shared, always-current snapshot: one writer, any number of lock-free readers.
 pub struct PolicyStore {
     current: ArcSwap<Snapshot>,
-    writer: Mutex<Snapshot>,
+    writer: Mutex<PolicyIndex>,
     ready: AtomicBool,
 }
 
 impl Default for PolicyStore {
     fn default() -> Self {
-        Self::new(Snapshot::default())
+        Self::new(PolicyIndex::default())
     }
 }
 
 impl PolicyStore {
-    /// A store starting from `snapshot`, not ready until [`PolicyStore::set_ready`].
-    pub fn new(snapshot: Snapshot) -> Self {
+    /// A store starting from `index`, not ready until [`PolicyStore::set_ready`].
+    pub fn new(index: PolicyIndex) -> Self {
         Self {
-            current: ArcSwap::from_pointee(snapshot.clone()),
-            writer: Mutex::new(snapshot),
+            current: ArcSwap::from_pointee(index.snapshot.clone()),
+            writer: Mutex::new(index),
             ready: AtomicBool::new(false),
         }
     }
@@ -708,12 +773,12 @@ impl PolicyStore {
         self.current.load()
     }
 
-    /// Applies `f` to the writer's copy and publishes the result under a new generation.
-    pub fn update<R>(&self, f: impl FnOnce(&mut Snapshot) -> R) -> R {
+    /// Applies `f` to the writer's index and publishes the result under a new generation.
+    pub fn update<R>(&self, f: impl FnOnce(&mut PolicyIndex) -> R) -> R {
         let mut w = self.writer.lock();
         let r = f(&mut w);
-        w.generation += 1;
-        self.current.store(Arc::new(w.clone()));
+        w.snapshot.generation += 1;
+        self.current.store(Arc::new(w.snapshot.clone()));
         r
     }
 

@@ -3,7 +3,7 @@
 use std::alloc::System;
 
 use ksiam_rbac::{
-    Attributes, Scope, Snapshot,
+    Attributes, PolicyIndex, Scope, Snapshot,
     generate::{TARGET_GROUPS, TARGET_USER, generate},
     model::Policy,
 };
@@ -71,7 +71,7 @@ fn memory_per_binding() {
         (stats.bytes_allocated + stats.bytes_reallocated as usize) as i64 - stats.bytes_deallocated as i64
     };
     let region = Region::new(GLOBAL);
-    let mut snap = Snapshot::build(&Policy {
+    let mut snap = PolicyIndex::build(&Policy {
         bindings: Vec::new(),
         ..g.policy.clone()
     });

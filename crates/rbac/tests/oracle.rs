@@ -2,7 +2,7 @@
 //! and random requests, before and after random incremental updates.
 
 use ksiam_rbac::{
-    Attributes, Scope, Snapshot,
+    Attributes, PolicyIndex, Scope, Snapshot,
     model::{Binding, BindingKind, Namespace, Policy, PolicyRule, Role, RoleKind, RoleRef, Subject},
     naive,
 };
@@ -310,7 +310,7 @@ fn update() -> impl Strategy<Value = Update> {
     ]
 }
 
-fn apply(policy: &mut Policy, snap: &mut Snapshot, u: Update) {
+fn apply(policy: &mut Policy, snap: &mut PolicyIndex, u: Update) {
     match u {
         Update::UpsertRole(r) => {
             policy.roles.retain(|x| x.key() != r.key());
@@ -380,12 +380,13 @@ proptest! {
         requests in proptest::collection::vec(request(), 1..24),
         updates in proptest::collection::vec(update(), 0..8),
     ) {
-        let mut snap = Snapshot::build(&policy);
-        agree(&policy, &snap, &requests)?;
+        let mut index = PolicyIndex::build(&policy);
+        agree(&policy, index.snapshot(), &requests)?;
         for u in updates {
-            apply(&mut policy, &mut snap, u);
-            agree(&policy, &snap, &requests)?;
+            apply(&mut policy, &mut index, u);
+            agree(&policy, index.snapshot(), &requests)?;
         }
+        let snap = index.snapshot();
         // After all updates, an incrementally maintained snapshot equals a fresh build.
         let fresh = Snapshot::build(&policy);
         for r in &requests {

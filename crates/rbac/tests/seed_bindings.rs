@@ -1,7 +1,7 @@
 //! Spec §9.4: the four bindings of the seed walkthrough, and what each lets `default/sample` do.
 
 use ksiam_rbac::{
-    PolicyStore, Snapshot,
+    PolicyIndex, PolicyStore,
     model::{Binding, BindingKind, Namespace, Policy, PolicyRule, Role, RoleKind, RoleRef, Subject},
     resolve,
 };
@@ -83,7 +83,7 @@ fn seed_binding(kind: BindingKind, role_kind: &str, role: &str) -> Binding {
 
 /// (method, path, query) → allowed, for each request of the table.
 fn outcomes(policy: &Policy) -> Vec<(String, bool, String)> {
-    let store = PolicyStore::new(Snapshot::build(policy));
+    let store = PolicyStore::new(PolicyIndex::build(policy));
     store.set_ready(true);
     REQUESTS
         .iter()
