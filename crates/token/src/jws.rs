@@ -6,19 +6,22 @@ use base64::{
 };
 use serde::Deserialize;
 
-use crate::{Claims, Error, keys::HmacKey};
+use crate::{Claims, Error, keys::Key};
 
 /// Tokens larger than this are rejected before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-pub(crate) fn encode(kid: Option<&str>, key: &HmacKey, claims: &Claims) -> String {
+pub(crate) fn encode(kid: Option<&str>, key: &Key, claims: &Claims) -> String {
     let header = match kid {
-        // Exactly KubeSphere's header bytes.
+        // Exactly KubeSphere's header bytes (the legacy key is always HS256).
         None => r#"{"alg":"HS256","typ":"JWT"}"#.to_owned(),
-        Some(kid) => format!(
-            r#"{{"alg":"HS256","kid":{},"typ":"JWT"}}"#,
-            serde_json::Value::from(kid)
-        ),
+        Some(kid) => {
+            format!(
+                r#"{{"alg":"{}","kid":{},"typ":"JWT"}}"#,
+                key.alg(),
+                serde_json::Value::from(kid)
+            )
+        }
     };
     let claims = serde_json::to_vec(claims).unwrap_or_default();
     let mut token = URL_SAFE_NO_PAD.encode(header.as_bytes());
@@ -38,6 +41,7 @@ struct Header {
 }
 
 pub(crate) struct Parsed<'t> {
+    pub(crate) alg: String,
     pub(crate) kid: Option<String>,
     pub(crate) signing_input: &'t str,
     pub(crate) signature: Vec<u8>,
@@ -55,12 +59,13 @@ pub(crate) fn decode(token: &str) -> Result<Parsed<'_>, Error> {
         return Err(Error::Segments);
     };
     let header: Header = json("header", &b64("header", h)?)?;
-    if header.alg != "HS256" {
+    if header.alg != "HS256" && header.alg != "ES256" {
         return Err(Error::Algorithm(header.alg));
     }
     let signature = b64("signature", s)?;
     let claims: Claims = json("claims", &b64("claims", c)?)?;
     Ok(Parsed {
+        alg: header.alg,
         kid: header.kid,
         signing_input: &token[..h.len() + 1 + c.len()],
         signature,

@@ -3,7 +3,7 @@
 //! - [`Issuer::issue_sa_token`] writes tokens byte-identical to KubeSphere's: HS256, header exactly
 //!   `{"alg":"HS256","typ":"JWT"}`, claims `iss, sub, iat, token_type, username` in that order.
 //! - [`Verifier::verify`] checks them per spec §5.3, with upstream's error texts, plus what KubeSphere lacks:
-//!   key ids and rotation ([`KeySet`]), enforced `exp`, and revocation through the set of live tokens
+//!   key ids and rotation ([`KeySet`]), optional ES256 keys with a JWKS document, enforced `exp`, and revocation through the set of live tokens
 //!   ([`LiveTokens`]): a token counts only while a Secret holds it.
 //! - [`VerifyCache`]: verified tokens, keyed by a hash of the token, for at most 10 s (or until `exp`).
 //!
@@ -32,7 +32,7 @@ pub use self::{
     cache::VerifyCache,
     claims::{Claims, DEFAULT_ISSUER, SA_USERNAME_PREFIX, STATIC_TOKEN, parse_sa_username, sa_username},
     jws::{decode_unverified, token_id},
-    keys::{HmacKey, KeySet},
+    keys::{EcKey, HmacKey, Key, KeySet, openid_configuration},
     live::LiveTokens,
 };
 
@@ -83,6 +83,9 @@ pub enum Error {
     /// Oversized input.
     #[error("token is larger than {0} bytes")]
     TooLarge(usize),
+    /// Unusable key material.
+    #[error("invalid key: {0}")]
+    KeyMaterial(&'static str),
 }
 
 /// An authenticated user: name and extra, never groups (KubeSphere gives SA tokens none).
@@ -153,7 +156,7 @@ impl Issuer {
     /// Signs arbitrary claims with the active key.
     pub fn issue(&self, claims: &Claims) -> Result<String, Error> {
         let (kid, key) = self.keys.signing().ok_or(Error::NoSigningKey)?;
-        Ok(jws::encode(kid, key, claims))
+        Ok(jws::encode(kid, &key, claims))
     }
 }
 
@@ -187,7 +190,7 @@ impl Verifier {
     /// Verifies as if the time were `now` (seconds since the epoch).
     pub fn verify_at(&self, token: &str, now: i64) -> Result<VerifiedUser, Error> {
         let parsed = jws::decode(token)?;
-        let key = self.keys.verifying(parsed.kid.as_deref())?;
+        let key = self.keys.verifying(parsed.kid.as_deref(), &parsed.alg)?;
         if !key.verify(parsed.signing_input.as_bytes(), &parsed.signature) {
             return Err(Error::SignatureInvalid);
         }

@@ -346,3 +346,45 @@ fn debug_output_hides_keys() {
     assert_eq!(format!("{:?}", HmacKey::new(SECRET)), "HmacKey(<redacted>)");
     assert!(!format!("{:?}", KeySet::legacy(SECRET)).contains("kubesphere-jwt"));
 }
+
+#[test]
+fn es256_keys_sign_verify_and_publish_a_jwks() {
+    let mut keys = KeySet::legacy(SECRET);
+    keys.add_key("ec1", Key::Ec(EcKey::generate().unwrap()));
+    keys.activate(Some("ec1")).unwrap();
+    let token = Issuer::new(keys.clone(), DEFAULT_ISSUER)
+        .issue_sa_token("ns", "sa", NOW, None)
+        .unwrap();
+    let (header, _) = decode_unverified(&token).unwrap();
+    assert_eq!(header, r#"{"alg":"ES256","kid":"ec1","typ":"JWT"}"#);
+    assert!(Verifier::new(keys.clone()).verify_at(&token, NOW).is_ok());
+    // Legacy HS256 tokens still verify next to it.
+    let legacy = issuer().issue_sa_token("ns", "sa", NOW, None).unwrap();
+    assert!(Verifier::new(keys.clone()).verify_at(&legacy, NOW).is_ok());
+    // Algorithm confusion: an HS256 token naming the EC key id, signed with the public key bytes.
+    let jwks = keys.jwks();
+    let jwk = &jwks["keys"][0];
+    assert_eq!(
+        (jwk["kty"].as_str(), jwk["crv"].as_str(), jwk["kid"].as_str()),
+        (Some("EC"), Some("P-256"), Some("ec1"))
+    );
+    assert_eq!(
+        URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap().len(),
+        32
+    );
+    let forged = signed(
+        r#"{"alg":"HS256","kid":"ec1","typ":"JWT"}"#,
+        C,
+        jwk["x"].as_str().unwrap().as_bytes(),
+    );
+    assert_eq!(
+        Verifier::new(keys.clone()).verify_at(&forged, NOW),
+        Err(Error::Algorithm("HS256".into()))
+    );
+    // HMAC keys are never published.
+    keys.add("h1", b"secret");
+    assert_eq!(keys.jwks()["keys"].as_array().unwrap().len(), 1);
+    let doc = openid_configuration(DEFAULT_ISSUER, "https://gw/.well-known/jwks.json");
+    assert_eq!(doc["issuer"], DEFAULT_ISSUER);
+    assert!(EcKey::from_pkcs8(b"garbage").is_err());
+}
