@@ -16,7 +16,7 @@ use crate::Error;
 /// An HMAC-SHA256 key. Its bytes are never printed.
 #[derive(Clone)]
 pub struct HmacKey {
-    key: hmac::Key,
+    key: Arc<hmac::Key>,
 }
 
 impl HmacKey {
