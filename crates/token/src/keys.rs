@@ -23,7 +23,7 @@ impl HmacKey {
     /// A key from the raw secret bytes (KubeSphere uses the UTF-8 bytes of `jwtSecret`).
     pub fn new(secret: &[u8]) -> Self {
         Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            key: Arc::new(hmac::Key::new(hmac::HMAC_SHA256, secret)),
         }
     }
 
