@@ -1,41 +1,235 @@
-//! `cargo xtask codegen [--check]`: writes the files `ksiam_api::generated_files` describes
-//! (CRD YAML under `deploy/crds/`, `deploy/builtin-roles.yaml`), or with `--check` fails when
-//! any of them is missing or differs from what would be written.
+//! `cargo xtask codegen [--check]`: writes every generated file, or with `--check` fails when any of them
+//! is missing or differs from what would be written.
+//!
+//! - `ksiam_api::generate`: CRD YAML under `deploy/crds/` and `deploy/builtin-roles.yaml`.
+//! - [`proto_files`]: for each package in `proto/`, the prost/tonic Rust code and the encoded
+//!   `FileDescriptorSet` (for gRPC reflection) under `crates/proto/src/gen/`. The protos are compiled
+//!   in memory with protox (no `protoc`), so the output depends only on the `.proto` files and the
+//!   versions of protox and tonic-prost-build in `Cargo.lock`.
 
 use std::path::Path;
 
 use anyhow::Context as _;
+use prost::Message as _;
+
+/// The proto packages, each with the one file that defines it (relative to `proto/`).
+const PROTO_PACKAGES: [(&str, &str); 2] = [
+    ("ksiam.token.v1", "ksiam/token/v1/token.proto"),
+    ("ksiam.authz.v1", "ksiam/authz/v1/authz.proto"),
+];
+
+/// Where the generated proto code and descriptor sets go.
+const PROTO_OUT: &str = "crates/proto/src/gen";
 
 /// Writes every generated file under `root` (printing one line per file written), or with `check`
 /// writes nothing and fails listing the files that are missing or out of date.
 pub fn run(root: &Path, check: bool) -> anyhow::Result<()> {
-    let files = ksiam_api::generate::try_generated_files().context("generating files")?;
-    let mut stale = Vec::new();
+    let files = generated_files(root)?;
+    let stale = stale_files(root, &files)?;
+    if check {
+        if !stale.is_empty() {
+            anyhow::bail!(
+                "generated files are out of date (run `cargo xtask codegen`):\n  {}",
+                stale.join("\n  ")
+            );
+        }
+        return Ok(());
+    }
     for (rel, contents) in &files {
+        if !stale.contains(rel) {
+            continue;
+        }
         let path = root.join(rel);
-        let current = match std::fs::read_to_string(&path) {
-            Ok(text) => Some(text),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
-        };
-        if current.as_deref() == Some(contents.as_str()) {
-            continue;
-        }
-        if check {
-            stale.push(*rel);
-            continue;
-        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {rel}");
     }
-    if !stale.is_empty() {
-        anyhow::bail!(
-            "generated files are out of date (run `cargo xtask codegen`):\n  {}",
-            stale.join("\n  ")
+    Ok(())
+}
+
+/// Every generated file: its path relative to the workspace root and its contents.
+fn generated_files(root: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut files: Vec<(String, Vec<u8>)> = ksiam_api::generate::try_generated_files()
+        .context("generating CRD files")?
+        .into_iter()
+        .map(|(rel, text)| (rel.to_owned(), text.into_bytes()))
+        .collect();
+    files.extend(proto_files(root)?);
+    Ok(files)
+}
+
+/// The paths (relative to `root`) of the files that are missing or differ from `files`.
+fn stale_files(root: &Path, files: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<String>> {
+    let mut stale = Vec::new();
+    for (rel, contents) in files {
+        let path = root.join(rel);
+        match std::fs::read(&path) {
+            Ok(current) if current == *contents => {}
+            Ok(_) => stale.push(rel.clone()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => stale.push(rel.clone()),
+            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    Ok(stale)
+}
+
+/// For each proto package: `<package>.rs` (messages, client and server) and `<package>.bin` (the encoded
+/// `FileDescriptorSet` of the package's file and its imports).
+pub fn proto_files(root: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let include = root.join("proto");
+    let mut files = Vec::with_capacity(2 * PROTO_PACKAGES.len());
+    for (package, proto) in PROTO_PACKAGES {
+        let fds = protox::compile([proto], [&include])
+            .map_err(|err| anyhow::anyhow!("compiling proto/{proto}: {err}"))?;
+        let module = prost_build::Module::from_protobuf_package_name(package);
+        let requests: Vec<_> = fds
+            .file
+            .iter()
+            .filter(|file| file.package() == package)
+            .map(|file| (module.clone(), file.clone()))
+            .collect();
+        anyhow::ensure!(
+            !requests.is_empty(),
+            "proto/{proto} does not declare package {package}"
+        );
+        let mut config = prost_build::Config::new();
+        config.service_generator(
+            tonic_prost_build::configure()
+                // No `connect` constructors: the proto crate needs only tonic's `codegen` feature, and
+                // callers build their own `Channel`.
+                .build_transport(false)
+                .service_generator(),
+        );
+        let mut modules = config
+            .generate(requests)
+            .with_context(|| format!("generating Rust for {package}"))?;
+        let code = modules
+            .remove(&module)
+            .with_context(|| format!("no Rust generated for {package}"))?;
+        let header = format!(
+            "// @generated by `cargo xtask codegen` from proto/{proto}. DO NOT EDIT.\n\
+             // It is `include!`d by crates/proto/src/lib.rs, so rustfmt leaves it as prettyplease wrote it.\n"
+        );
+        files.push((
+            format!("{PROTO_OUT}/{package}.rs"),
+            format!("{header}{code}").into_bytes(),
+        ));
+        files.push((format!("{PROTO_OUT}/{package}.bin"), fds.encode_to_vec()));
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn workspace_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// A fresh, empty directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("ksiam-xtask-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn committed_generated_files_are_up_to_date() {
+        let root = workspace_root();
+        let files = generated_files(&root).unwrap();
+        let stale = stale_files(&root, &files).unwrap();
+        assert!(
+            stale.is_empty(),
+            "generated files are out of date, run `cargo xtask codegen`: {stale:?}"
         );
     }
-    Ok(())
+
+    #[test]
+    fn proto_generation_covers_both_packages_with_code_and_descriptors() {
+        let files = proto_files(&workspace_root()).unwrap();
+        let names: Vec<&str> = files.iter().map(|(rel, _)| rel.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "crates/proto/src/gen/ksiam.token.v1.rs",
+                "crates/proto/src/gen/ksiam.token.v1.bin",
+                "crates/proto/src/gen/ksiam.authz.v1.rs",
+                "crates/proto/src/gen/ksiam.authz.v1.bin",
+            ]
+        );
+        let token_rs = String::from_utf8(files[0].1.clone()).unwrap();
+        assert!(token_rs.starts_with("// @generated by `cargo xtask codegen`"));
+        assert!(token_rs.contains("pub mod token_service_server"));
+        assert!(token_rs.contains("pub mod token_service_client"));
+        let fds = prost_types::FileDescriptorSet::decode(files[1].1.as_slice()).unwrap();
+        assert_eq!(fds.file.len(), 1);
+        assert_eq!(fds.file[0].name(), "ksiam/token/v1/token.proto");
+        assert_eq!(fds.file[0].service[0].name(), "TokenService");
+    }
+
+    #[test]
+    fn generation_is_deterministic() {
+        let root = workspace_root();
+        assert_eq!(proto_files(&root).unwrap(), proto_files(&root).unwrap());
+    }
+
+    #[test]
+    fn drift_in_a_regenerated_tree_is_reported_and_fixed_by_run() {
+        let src = workspace_root();
+        let tmp = TempDir::new("drift");
+        for dir in ["proto/ksiam/token/v1", "proto/ksiam/authz/v1"] {
+            std::fs::create_dir_all(tmp.0.join(dir)).unwrap();
+        }
+        for (_, proto) in PROTO_PACKAGES {
+            let rel = format!("proto/{proto}");
+            std::fs::copy(src.join(&rel), tmp.0.join(&rel)).unwrap();
+        }
+
+        // Nothing written yet: everything is missing, and --check says so.
+        let err = run(&tmp.0, true).unwrap_err().to_string();
+        assert!(err.contains("crates/proto/src/gen/ksiam.token.v1.rs"), "{err}");
+        run(&tmp.0, false).unwrap();
+        run(&tmp.0, true).unwrap();
+
+        // A hand edit to generated code is drift.
+        let rs = tmp.0.join("crates/proto/src/gen/ksiam.authz.v1.rs");
+        let mut text = std::fs::read_to_string(&rs).unwrap();
+        text.push_str("// edited\n");
+        std::fs::write(&rs, text).unwrap();
+        let err = run(&tmp.0, true).unwrap_err().to_string();
+        assert!(err.contains("crates/proto/src/gen/ksiam.authz.v1.rs"), "{err}");
+        assert!(!err.contains("ksiam.token.v1.rs"), "{err}");
+
+        // So is a proto change that was not regenerated.
+        let proto = tmp.0.join("proto/ksiam/token/v1/token.proto");
+        let text = std::fs::read_to_string(&proto).unwrap();
+        std::fs::write(
+            &proto,
+            text.replace("string token_id = 6;", "string token_id = 7;"),
+        )
+        .unwrap();
+        let err = run(&tmp.0, true).unwrap_err().to_string();
+        assert!(err.contains("crates/proto/src/gen/ksiam.token.v1.bin"), "{err}");
+        run(&tmp.0, false).unwrap();
+        run(&tmp.0, true).unwrap();
+    }
 }
