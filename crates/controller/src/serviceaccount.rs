@@ -1,0 +1,423 @@
+//! `ServiceAccount.kubesphere.io` → token Secret (spec §3), with the upstream bugs fixed:
+//!
+//! - creation is idempotent: Secrets we create carry the ServiceAccount's UID in a label, so a retry after a
+//!   failed update adopts the Secret it already created, and strays from races are deleted;
+//! - a deleted token Secret is recreated with a new token (the old one dies with its Secret);
+//! - workloads are restarted only when their pods mount a Secret that is no longer `secrets[0]`.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    ByteString,
+    api::{
+        apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
+        core::v1::{ObjectReference, Pod, Secret},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use ksiam_api::{constants as c, serviceaccount::ServiceAccount};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    runtime::{
+        Controller,
+        controller::{Action, Config},
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use tracing::{info, warn};
+
+use crate::{Error, TokenIssuer};
+
+/// Label on the Secrets we create: the UID of the ServiceAccount they belong to.
+pub const OWNER_UID_LABEL: &str = "ksiam.kubesphere.io/service-account-uid";
+/// The controller name used for events (KubeSphere's).
+pub const CONTROLLER_NAME: &str = "ks-serviceaccount";
+const FIELD_MANAGER: &str = "ksiam-controller";
+
+/// What the reconciler needs.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Issues tokens.
+    pub issuer: Arc<dyn TokenIssuer>,
+    /// Publishes events.
+    pub recorder: Recorder,
+}
+
+impl Context {
+    /// A context publishing events as `ks-serviceaccount`.
+    pub fn new(client: Client, issuer: Arc<dyn TokenIssuer>) -> Self {
+        let reporter = Reporter {
+            controller: CONTROLLER_NAME.into(),
+            instance: None,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            issuer,
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let sas: Api<ServiceAccount> = Api::all(client.clone());
+    let secrets: Api<Secret> = Api::all(client);
+    let token_secrets =
+        watcher::Config::default().fields(&format!("type={}", c::SERVICE_ACCOUNT_TOKEN_SECRET_TYPE));
+    Controller::new(sas, watcher::Config::default())
+        .watches(secrets, token_secrets, |secret: Secret| {
+            let name = secret
+                .annotations()
+                .get(c::SERVICE_ACCOUNT_NAME_ANNOTATION)?
+                .clone();
+            Some(ObjectRef::<ServiceAccount>::new(&name).within(&secret.namespace()?))
+        })
+        .with_config(Config::default().concurrency(2))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "serviceaccount reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_sa: Arc<ServiceAccount>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(%error, "requeueing ServiceAccount");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Whether `secret` is a token Secret of the ServiceAccount `sa_name`.
+fn is_token_secret_of(secret: &Secret, sa_name: &str) -> bool {
+    secret.type_.as_deref() == Some(c::SERVICE_ACCOUNT_TOKEN_SECRET_TYPE)
+        && secret
+            .annotations()
+            .get(c::SERVICE_ACCOUNT_NAME_ANNOTATION)
+            .map(String::as_str)
+            == Some(sa_name)
+}
+
+/// Reconciles one ServiceAccount.
+pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = sa.namespace().ok_or(Error::MissingNamespace)?;
+    let name = sa.name_any();
+    let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let has_finalizer = sa.finalizers().iter().any(|f| f == c::SERVICE_ACCOUNT_FINALIZER);
+
+    if sa.meta().deletion_timestamp.is_some() {
+        if has_finalizer {
+            delete_token_secrets(&sa, &secrets).await?;
+            remove_finalizer(&sa, &sas).await?;
+            info!(namespace = %ns, name = %name, "ServiceAccount token secrets deleted, finalizer removed");
+        }
+        return Ok(Action::await_change());
+    }
+
+    let uid = sa.uid().ok_or(Error::MissingUid)?;
+    // `secrets[0]` names the token Secret. Keep it while it exists (even if it is not a token Secret of
+    // this ServiceAccount: a user's choice, reported as InvalidSecret below, as upstream does). When it is
+    // empty or the Secret is gone, adopt a Secret we created before (a retry after a failed update, or a
+    // restart between create and update) or create a new one.
+    let first = sa.spec.secrets.first().and_then(|r| r.name.clone());
+    let existing = match &first {
+        Some(n) => secrets.get_opt(n).await?.map(|s| s.name_any()),
+        None => None,
+    };
+    let mut created = false;
+    let token_secret = match existing {
+        Some(n) => n,
+        None => {
+            let mut ours = secrets_of_uid(&secrets, &uid).await?;
+            ours.retain(|s| is_token_secret_of(s, &name) && s.meta().deletion_timestamp.is_none());
+            ours.sort_by(|a, b| {
+                (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any()))
+            });
+            match ours.into_iter().next() {
+                Some(s) => s.name_any(),
+                None => {
+                    created = true;
+                    create_token_secret(&ctx, &secrets, &ns, &name, &uid).await?
+                }
+            }
+        }
+    };
+
+    let mut desired = (*sa).clone();
+    if !has_finalizer {
+        desired
+            .finalizers_mut()
+            .push(c::SERVICE_ACCOUNT_FINALIZER.to_owned());
+    }
+    let reference = ObjectReference {
+        name: Some(token_secret.clone()),
+        namespace: Some(ns.clone()),
+        ..Default::default()
+    };
+    match desired.spec.secrets.first_mut() {
+        Some(r) if r.name.as_deref() == Some(token_secret.as_str()) => {}
+        Some(r) => *r = reference,
+        None => desired.spec.secrets.push(reference),
+    }
+    if desired.finalizers() != sa.finalizers() || desired.spec.secrets != sa.spec.secrets {
+        // A full update with the resourceVersion we read: a conflict requeues, and the retry adopts the
+        // Secret created above instead of creating another.
+        desired.metadata.managed_fields = None;
+        sas.replace(
+            &name,
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &desired,
+        )
+        .await?;
+        if created {
+            publish(
+                &ctx,
+                &sa,
+                EventType::Normal,
+                c::EVENT_REASON_SYNCED,
+                c::EVENT_MESSAGE_TOKEN_SECRET_CREATED,
+            )
+            .await;
+        }
+    }
+
+    // Strays we created (races between replicas, or an old recreated secret) are deleted.
+    for stray in secrets_of_uid(&secrets, &uid).await? {
+        if stray.name_any() != token_secret && stray.meta().deletion_timestamp.is_none() {
+            delete_ignoring_missing(&secrets, &stray.name_any()).await?;
+        }
+    }
+
+    check_secrets(&ctx, &desired, &secrets).await?;
+    restart_stale_workloads(&ctx, &ns, &name, &token_secret).await;
+    Ok(Action::await_change())
+}
+
+async fn secrets_of_uid(secrets: &Api<Secret>, uid: &str) -> Result<Vec<Secret>, Error> {
+    Ok(secrets
+        .list(&ListParams::default().labels(&format!("{OWNER_UID_LABEL}={uid}")))
+        .await?
+        .items)
+}
+
+async fn create_token_secret(
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    ns: &str,
+    sa: &str,
+    uid: &str,
+) -> Result<String, Error> {
+    let token = ctx.issuer.issue(ns, sa)?;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{sa}-")),
+            namespace: Some(ns.to_owned()),
+            annotations: Some(BTreeMap::from([(
+                c::SERVICE_ACCOUNT_NAME_ANNOTATION.to_owned(),
+                sa.to_owned(),
+            )])),
+            labels: Some(BTreeMap::from([(OWNER_UID_LABEL.to_owned(), uid.to_owned())])),
+            ..Default::default()
+        },
+        type_: Some(c::SERVICE_ACCOUNT_TOKEN_SECRET_TYPE.to_owned()),
+        data: Some(BTreeMap::from([(
+            c::SERVICE_ACCOUNT_TOKEN_KEY.to_owned(),
+            ByteString(token.into_bytes()),
+        )])),
+        ..Default::default()
+    };
+    let created = secrets
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &secret,
+        )
+        .await?;
+    info!(namespace = %ns, serviceaccount = %sa, secret = %created.name_any(), "created token secret");
+    Ok(created.name_any())
+}
+
+async fn delete_token_secrets(sa: &ServiceAccount, secrets: &Api<Secret>) -> Result<(), Error> {
+    let name = sa.name_any();
+    let mut names: Vec<String> = sa.spec.secrets.iter().filter_map(|r| r.name.clone()).collect();
+    if let Some(uid) = sa.uid() {
+        names.extend(
+            secrets_of_uid(secrets, &uid)
+                .await?
+                .iter()
+                .map(ResourceExt::name_any),
+        );
+    }
+    names.sort();
+    names.dedup();
+    for n in names {
+        if let Some(s) = secrets.get_opt(&n).await?
+            && is_token_secret_of(&s, &name)
+        {
+            delete_ignoring_missing(secrets, &n).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete_ignoring_missing(secrets: &Api<Secret>, name: &str) -> Result<(), Error> {
+    match secrets.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn remove_finalizer(sa: &ServiceAccount, sas: &Api<ServiceAccount>) -> Result<(), Error> {
+    let finalizers: Vec<&String> = sa
+        .finalizers()
+        .iter()
+        .filter(|f| *f != c::SERVICE_ACCOUNT_FINALIZER)
+        .collect();
+    // The resourceVersion makes this fail with a conflict (and requeue) if the object changed since we read it.
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": sa.resource_version() },
+    });
+    match sas
+        .patch(&sa.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Warns about `secrets` entries that are missing, of the wrong type or of another ServiceAccount.
+async fn check_secrets(ctx: &Context, sa: &ServiceAccount, secrets: &Api<Secret>) -> Result<(), Error> {
+    for r in &sa.spec.secrets {
+        let Some(n) = &r.name else { continue };
+        let note = match secrets.get_opt(n).await? {
+            None => format!("Secret \"{n}\" not found"),
+            Some(s) if s.type_.as_deref() != Some(c::SERVICE_ACCOUNT_TOKEN_SECRET_TYPE) => {
+                format!("unsupported secret {n} type: {}", s.type_.unwrap_or_default())
+            }
+            Some(s) if !is_token_secret_of(&s, &sa.name_any()) => format!(
+                "incorrect subject name {}",
+                s.annotations()
+                    .get(c::SERVICE_ACCOUNT_NAME_ANNOTATION)
+                    .cloned()
+                    .unwrap_or_default()
+            ),
+            Some(_) => continue,
+        };
+        publish(ctx, sa, EventType::Warning, c::EVENT_REASON_INVALID_SECRET, &note).await;
+    }
+    Ok(())
+}
+
+async fn publish(ctx: &Context, sa: &ServiceAccount, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &sa.object_ref(&())).await {
+        warn!(error = %e, "cannot publish event");
+    }
+}
+
+/// The Secret a pod's injected volume projects, if any.
+fn mounted_secret(pod: &Pod) -> Option<&str> {
+    let volume = pod
+        .spec
+        .as_ref()?
+        .volumes
+        .as_ref()?
+        .iter()
+        .find(|v| v.name == c::SERVICE_ACCOUNT_VOLUME_NAME)?;
+    volume
+        .projected
+        .as_ref()?
+        .sources
+        .as_ref()?
+        .iter()
+        .find_map(|s| s.secret.as_ref().map(|s| s.name.as_str()))
+}
+
+/// Restarts the workloads of pods that use this ServiceAccount but mount a Secret other than `token_secret`
+/// (the intended behaviour; upstream restarts every workload on every reconcile). Errors are logged.
+async fn restart_stale_workloads(ctx: &Context, ns: &str, sa: &str, token_secret: &str) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = match pods.list(&ListParams::default()).await {
+        Ok(l) => l.items,
+        Err(e) => {
+            warn!(error = %e, "cannot list pods");
+            return;
+        }
+    };
+    let mut restarted = std::collections::BTreeSet::new();
+    for pod in list {
+        if pod
+            .annotations()
+            .get(c::POD_SERVICE_ACCOUNT_ANNOTATION)
+            .map(String::as_str)
+            != Some(sa)
+        {
+            continue;
+        }
+        if mounted_secret(&pod).is_none_or(|m| m == token_secret) {
+            continue;
+        }
+        let Some(owner) = pod.owner_references().first().cloned() else {
+            continue;
+        };
+        if !restarted.insert((owner.kind.clone(), owner.name.clone())) {
+            continue;
+        }
+        if let Err(e) = restart_owner(ctx, ns, &owner.kind, &owner.name).await {
+            warn!(error = %e, pod = %pod.name_any(), "cannot restart workload");
+        }
+    }
+}
+
+async fn restart_owner(ctx: &Context, ns: &str, kind: &str, name: &str) -> Result<(), Error> {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {c::RESTARTED_AT_ANNOTATION: now}}}}});
+    let params = PatchParams::default();
+    let client = ctx.client.clone();
+    match kind {
+        "ReplicaSet" => {
+            let rs = Api::<ReplicaSet>::namespaced(client.clone(), ns)
+                .get(name)
+                .await?;
+            if let Some(o) = rs.owner_references().first().filter(|o| o.kind == "Deployment") {
+                Api::<Deployment>::namespaced(client, ns)
+                    .patch(&o.name, &params, &Patch::Merge(&patch))
+                    .await?;
+                info!(namespace = %ns, deployment = %o.name, "restarted: pods mount a stale token secret");
+            }
+        }
+        "StatefulSet" => drop(
+            Api::<StatefulSet>::namespaced(client, ns)
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await?,
+        ),
+        "DaemonSet" => drop(
+            Api::<DaemonSet>::namespaced(client, ns)
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await?,
+        ),
+        other => warn!(kind = %other, "cannot restart a workload of this kind"),
+    }
+    Ok(())
+}
