@@ -53,7 +53,7 @@ impl Stack {
         let ksiam = match ksiam_bin {
             Some(bin) => Some(start_ksiam(&mut cp, &bin)?),
             None => {
-                say("ksiam all: not built yet (no `ksiam` package in the workspace)");
+                say("ksiam all: not built yet (no `ksiam` binary with an `all` subcommand)");
                 None
             }
         };
@@ -158,7 +158,8 @@ fn has_yaml(dir: &Path) -> anyhow::Result<bool> {
     Ok(false)
 }
 
-/// Builds the `ksiam` binary if the workspace has that package; `None` while it does not exist yet.
+/// Builds the `ksiam` binary if the workspace has that package; `None` while it (or its `all` subcommand) does
+/// not exist yet.
 fn build_ksiam(root: &Path) -> anyhow::Result<Option<PathBuf>> {
     let metadata = process::run(Command::new(cargo()).current_dir(root).args([
         "metadata",
@@ -187,7 +188,14 @@ fn build_ksiam(root: &Path) -> anyhow::Result<Option<PathBuf>> {
     let dir = metadata["target_directory"]
         .as_str()
         .context("cargo metadata: no target_directory")?;
-    Ok(Some(Path::new(dir).join("debug").join("ksiam")))
+    let bin = Path::new(dir).join("debug").join("ksiam");
+    let has_all = Command::new(&bin)
+        .args(["all", "--help"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?
+        .success();
+    Ok(has_all.then_some(bin))
 }
 
 /// Starts `ksiam all` against the control plane and waits until its gateway accepts connections.

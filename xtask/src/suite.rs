@@ -173,12 +173,14 @@ fn clean_stale_runs(runs: &Path) -> anyhow::Result<()> {
     for entry in fs::read_dir(runs)? {
         let dir: PathBuf = entry?.path();
         let state = dir.join("state.json");
-        if !state.exists() || process::owner_running(&state)? {
-            continue;
-        }
-        let stopped = process::stop_recorded(&state)?;
-        if stopped > 0 {
-            say(format!("stopped {stopped} processes left by {}", dir.display()));
+        if state.exists() {
+            if process::owner_running(&state)? {
+                continue;
+            }
+            let stopped = process::stop_recorded(&state)?;
+            if stopped > 0 {
+                say(format!("stopped {stopped} processes left by {}", dir.display()));
+            }
         }
         let _ = fs::remove_dir_all(dir.join("etcd"));
     }
