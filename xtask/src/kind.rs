@@ -109,7 +109,7 @@ pub fn e2e(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .env("KSIAM_E2E", "1")
         .env("KSIAM_E2E_BACKEND", "kind")
         .env("KSIAM_E2E_RUN_DIR", &run_dir);
-    let result = run_inherit(&mut cmd);
+    let result = process::run_with_deadline(&mut cmd, crate::suite::e2e_timeout()?);
     step.done();
     drop(cluster);
     result

@@ -416,6 +416,41 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// Runs a command with inherited output in its own process group, registered like a supervised child, and
+/// stops the whole group if it runs longer than `timeout` (a hung test must not eat CI's time budget).
+pub fn run_with_deadline(cmd: &mut Command, timeout: Duration) -> anyhow::Result<()> {
+    let mut live = LIVE.lock();
+    let mut child = cmd
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let pid = pid_of(&child);
+    live.push(pid);
+    drop(live);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if start.elapsed() > timeout {
+            say(format!(
+                "{cmd:?} still running after {}s: stopping it",
+                timeout.as_secs()
+            ));
+            stop_group(pid);
+            let _ = child.wait();
+            break None;
+        }
+        sleep(Duration::from_millis(200));
+    };
+    LIVE.lock().retain(|&g| g != pid);
+    match status {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => bail!("{cmd:?} failed with {status}"),
+        None => bail!("{cmd:?} timed out after {}s", timeout.as_secs()),
+    }
+}
+
 /// Runs a command with inherited output (for cargo and go), failing if it fails.
 pub fn run_inherit(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;

@@ -3,9 +3,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 
 use crate::process::{self, install_signal_handler, run_inherit};
 use crate::progress::{Step, say};
@@ -143,7 +143,7 @@ fn e2e_local(root: &Path, args: &[String]) -> anyhow::Result<()> {
     cmd.envs(stack.env())
         .env("KSIAM_E2E", "1")
         .env("KSIAM_E2E_RUN_DIR", &run_dir);
-    let tests = run_inherit(&mut cmd);
+    let tests = process::run_with_deadline(&mut cmd, e2e_timeout()?);
     step.done();
     // A component that died during the run explains failures better than the tests can.
     let health = stack.cp.procs.check_running();
@@ -162,6 +162,17 @@ fn e2e_local(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     say(format!("e2e wall time: {:.1}s", start.elapsed().as_secs_f64()));
     outcome
+}
+
+/// How long the e2e tests may run: `KSIAM_E2E_TIMEOUT` seconds, 30 minutes by default.
+pub fn e2e_timeout() -> anyhow::Result<Duration> {
+    let secs = match std::env::var("KSIAM_E2E_TIMEOUT") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("KSIAM_E2E_TIMEOUT={v} is not a number of seconds"))?,
+        Err(_) => 30 * 60,
+    };
+    Ok(Duration::from_secs(secs))
 }
 
 /// Stops what earlier runs left behind (an xtask killed with SIGKILL cannot clean up) and drops their etcd
