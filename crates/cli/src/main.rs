@@ -1,5 +1,6 @@
 //! `ksiam`: the one binary of the stack, and the user tools.
 
+mod serve;
 mod token;
 
 use std::process::ExitCode;
@@ -22,10 +23,33 @@ enum Command {
     /// Issue and inspect KubeSphere ServiceAccount tokens.
     #[command(subcommand)]
     Token(token::Command),
+    /// Run every service in one process (controllers, webhook, gateway).
+    All(serve::AllArgs),
+    /// Run the controllers (ServiceAccount tokens, token filler, built-in roles).
+    Controller(serve::Common),
 }
 
 /// `EX_USAGE` from sysexits.h.
 const EXIT_USAGE: u8 = 64;
+
+/// Runs a long-running service on a multi-threaded runtime.
+fn service(
+    log_format: &str,
+    fut: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    // One TLS crypto provider everywhere: aws-lc-rs.
+    if rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .is_err()
+    {
+        anyhow::bail!("cannot install the aws-lc-rs TLS crypto provider");
+    }
+    serve::init_logging(log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -42,6 +66,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Token(cmd) => token::run(cmd, &mut std::io::stdout()),
+        Command::All(args) => service(&args.common.log_format.clone(), serve::all(args)),
+        Command::Controller(args) => service(&args.log_format.clone(), serve::controller(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -66,7 +66,7 @@ pub fn run(cmd: Command, out: &mut impl Write) -> anyhow::Result<()> {
 }
 
 /// Reads the secret, dropping one trailing newline (files written by `echo` or mounted from Secrets).
-fn read_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+pub fn read_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let mut secret =
         std::fs::read(path).with_context(|| format!("cannot read JWT secret file {}", path.display()))?;
     if secret.ends_with(b"\n") {

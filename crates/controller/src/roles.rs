@@ -78,17 +78,17 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Runs both provisioners until `shutdown` resolves.
-pub async fn run(
-    client: Client,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
-) {
+/// Runs both provisioners until the futures made by `shutdown` resolve.
+pub async fn run<F>(client: Client, shutdown: impl Fn() -> F)
+where
+    F: std::future::Future<Output = ()> + Send + Sync + 'static,
+{
     let ctx = Arc::new(client.clone());
     let templates = Controller::new(
         Api::<WorkspaceTemplate>::all(client.clone()),
         watcher::Config::default(),
     )
-    .graceful_shutdown_on(shutdown.clone())
+    .graceful_shutdown_on(shutdown())
     .run(reconcile_workspace, error_policy, ctx.clone())
     .for_each(|r| async move {
         if let Err(e) = r {
@@ -99,7 +99,7 @@ pub async fn run(
         Api::<Namespace>::all(client),
         watcher::Config::default().labels(c::WORKSPACE_LABEL),
     )
-    .graceful_shutdown_on(shutdown)
+    .graceful_shutdown_on(shutdown())
     .run(reconcile_namespace, error_policy, ctx)
     .for_each(|r| async move {
         if let Err(e) = r {

@@ -1,0 +1,280 @@
+//! Seed §1.1 word for word, and the ServiceAccount controller's lifecycle on the real API server.
+
+use std::time::Duration;
+
+use ksiam_e2e::{TestNamespace, get_json, kubectl, kubectl_with_stdin, poll};
+
+const SEED_SERVICE_ACCOUNT: &str = "apiVersion: kubesphere.io/v1alpha1
+kind: ServiceAccount
+metadata:
+  name: sample
+  namespace: default
+secrets: []
+";
+
+/// The generateName alphabet of the API server.
+fn is_generated_name(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|rest| {
+        rest.len() == 5 && rest.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c))
+    })
+}
+
+fn token_secret_name(ns: &str, sa: &str) -> anyhow::Result<String> {
+    poll(
+        &format!("the token secret of {ns}/{sa}"),
+        Duration::from_secs(30),
+        || {
+            let out = kubectl(&[
+                "get",
+                "serviceaccounts.kubesphere.io",
+                sa,
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.secrets[].name}",
+            ])?;
+            Ok((!out.is_empty()).then_some(out))
+        },
+    )
+}
+
+fn token_of(ns: &str, secret: &str) -> anyhow::Result<String> {
+    poll(
+        &format!("data.token of {ns}/{secret}"),
+        Duration::from_secs(30),
+        || {
+            let b64 = kubectl(&["get", "secrets", secret, "-n", ns, "-o", "jsonpath={.data.token}"])?;
+            if b64.is_empty() {
+                return Ok(None);
+            }
+            let bytes = base64_decode(&b64)?;
+            Ok(Some(String::from_utf8(bytes)?))
+        },
+    )
+}
+
+fn base64_decode(s: &str) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine as _;
+    Ok(base64::engine::general_purpose::STANDARD.decode(s.trim())?)
+}
+
+fn verifier() -> anyhow::Result<ksiam_token::Verifier> {
+    let path = std::env::var("KSIAM_JWT_SECRET_FILE")
+        .map_err(|_| anyhow::anyhow!("KSIAM_JWT_SECRET_FILE is not set: run via `cargo xtask e2e`"))?;
+    let secret = std::fs::read_to_string(path)?;
+    Ok(ksiam_token::Verifier::new(ksiam_token::KeySet::legacy(
+        secret.trim_end_matches('\n').as_bytes(),
+    )))
+}
+
+#[test]
+fn seed_1_1_create_a_service_account() -> anyhow::Result<()> {
+    kubectl_with_stdin(&["apply", "-f", "-"], SEED_SERVICE_ACCOUNT)?;
+
+    let table = kubectl(&["get", "serviceaccounts.kubesphere.io", "-n", "default"])?;
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "AGE"], "{table}");
+    assert!(
+        lines.any(|l| l.split_whitespace().next() == Some("sample")),
+        "{table}"
+    );
+
+    let secret = token_secret_name("default", "sample")?;
+    assert!(is_generated_name(&secret, "sample-"), "{secret}");
+
+    let table = poll("the secret to have its token", Duration::from_secs(30), || {
+        let t = kubectl(&["get", "secrets", &secret, "-n", "default"])?;
+        Ok(t.contains(" 1 ").then_some(t))
+    })?;
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..3],
+        [secret.as_str(), "kubesphere.io/service-account-token", "1"],
+        "{table}"
+    );
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "TYPE", "DATA", "AGE"]);
+
+    let token = token_of("default", &secret)?;
+    let (header, claims) = ksiam_token::decode_unverified(&token)?;
+    assert_eq!(header, r#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims: serde_json::Value = serde_json::from_str(&claims)?;
+    assert_eq!(claims["iss"], "http://ks-console.kubesphere-system.svc:30880");
+    assert_eq!(claims["sub"], "kubesphere:serviceaccount:default:sample");
+    assert_eq!(claims["username"], "kubesphere:serviceaccount:default:sample");
+    assert_eq!(claims["token_type"], "static_token");
+    assert!(claims["iat"].is_i64());
+    assert!(claims.get("exp").is_none());
+    let user = verifier()?.verify(&token)?;
+    assert_eq!(user.username, "kubesphere:serviceaccount:default:sample");
+
+    // The secret is KubeSphere's shape: annotation, no owner references, only `token`.
+    let s = get_json(&["secret", &secret, "-n", "default"])?;
+    assert_eq!(
+        s["metadata"]["annotations"]["kubesphere.io/service-account.name"],
+        "sample"
+    );
+    assert!(s["metadata"].get("ownerReferences").is_none());
+    assert_eq!(s["data"].as_object().map(|d| d.len()), Some(1));
+    let sa = get_json(&["serviceaccounts.kubesphere.io", "sample", "-n", "default"])?;
+    assert_eq!(
+        sa["secrets"],
+        serde_json::json!([{"name": secret, "namespace": "default"}])
+    );
+    assert_eq!(
+        sa["metadata"]["finalizers"],
+        serde_json::json!(["finalizers.kubesphere.io/serviceaccount"])
+    );
+    Ok(())
+}
+
+fn create_sa(ns: &str, name: &str) -> anyhow::Result<()> {
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: kubesphere.io/v1alpha1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
+        ),
+    )?;
+    Ok(())
+}
+
+fn token_secrets(ns: &str) -> anyhow::Result<Vec<String>> {
+    let list = get_json(&[
+        "secrets",
+        "-n",
+        ns,
+        "--field-selector",
+        "type=kubesphere.io/service-account-token",
+    ])?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["metadata"]["name"].as_str().map(str::to_owned))
+        .collect())
+}
+
+#[test]
+fn a_deleted_token_secret_is_recreated_with_a_new_token() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("sa-recreate")?;
+    create_sa(ns.name(), "app")?;
+    let first = token_secret_name(ns.name(), "app")?;
+    let old_token = token_of(ns.name(), &first)?;
+    kubectl(&["delete", "secret", &first, "-n", ns.name()])?;
+    let second = poll("a new token secret", Duration::from_secs(30), || {
+        let n = token_secret_name(ns.name(), "app")?;
+        Ok((n != first).then_some(n))
+    })?;
+    assert!(is_generated_name(&second, "app-"), "{second}");
+    let new_token = token_of(ns.name(), &second)?;
+    assert_ne!(old_token, new_token);
+    assert_eq!(token_secrets(ns.name())?, [second]);
+    Ok(())
+}
+
+#[test]
+fn deleting_a_service_account_deletes_its_token_secrets() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("sa-delete")?;
+    create_sa(ns.name(), "app")?;
+    token_secret_name(ns.name(), "app")?;
+    // A foreign secret named in `secrets` is never deleted.
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "keep-me",
+        "-n",
+        ns.name(),
+        "--from-literal=a=b",
+    ])?;
+    kubectl(&[
+        "delete",
+        "serviceaccounts.kubesphere.io",
+        "app",
+        "-n",
+        ns.name(),
+        "--wait=true",
+        "--timeout=30s",
+    ])?;
+    poll("token secrets to be gone", Duration::from_secs(30), || {
+        Ok(token_secrets(ns.name())?.is_empty().then_some(()))
+    })?;
+    kubectl(&["get", "secret", "keep-me", "-n", ns.name()])?;
+    Ok(())
+}
+
+#[test]
+fn a_hand_made_token_secret_is_filled() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("sa-filler")?;
+    create_sa(ns.name(), "app")?;
+    token_secret_name(ns.name(), "app")?;
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: extra\n  namespace: {}\n  annotations:\n    kubesphere.io/service-account.name: app\ntype: kubesphere.io/service-account-token\n",
+            ns.name()
+        ),
+    )?;
+    let token = token_of(ns.name(), "extra")?;
+    assert_eq!(
+        verifier()?.verify(&token)?.username,
+        format!("kubesphere:serviceaccount:{}:app", ns.name())
+    );
+    // One naming a missing ServiceAccount stays empty.
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: orphan\n  namespace: {}\n  annotations:\n    kubesphere.io/service-account.name: nobody\ntype: kubesphere.io/service-account-token\n",
+            ns.name()
+        ),
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        kubectl(&[
+            "get",
+            "secret",
+            "orphan",
+            "-n",
+            ns.name(),
+            "-o",
+            "jsonpath={.data.token}"
+        ])?,
+        ""
+    );
+    Ok(())
+}
+
+#[test]
+fn many_service_accounts_get_exactly_one_secret_each() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("sa-many")?;
+    let mut docs = String::new();
+    for i in 0..30 {
+        docs.push_str(&format!(
+            "---\napiVersion: kubesphere.io/v1alpha1\nkind: ServiceAccount\nmetadata:\n  name: sa-{i}\n  namespace: {}\n",
+            ns.name()
+        ));
+    }
+    kubectl_with_stdin(&["apply", "-f", "-"], &docs)?;
+    poll("30 token secrets", Duration::from_secs(60), || {
+        Ok((token_secrets(ns.name())?.len() >= 30).then_some(()))
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    let secrets = token_secrets(ns.name())?;
+    assert_eq!(secrets.len(), 30, "{secrets:?}");
+    for i in 0..30 {
+        let name = token_secret_name(ns.name(), &format!("sa-{i}"))?;
+        assert!(secrets.contains(&name));
+    }
+    Ok(())
+}
