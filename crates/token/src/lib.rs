@@ -26,6 +26,9 @@ mod jws;
 mod keys;
 mod live;
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use self::{

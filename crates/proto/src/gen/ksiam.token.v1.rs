@@ -91,9 +91,13 @@ pub struct KeySetEvent {
     /// The ids of the named keys (tokens with a `kid` header verify only against these).
     #[prost(string, repeated, tag = "2")]
     pub key_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
-    /// The JWKS document (RFC 7517) of the public keys; empty while only symmetric keys exist.
+    /// The JWKS document (RFC 7517) with the public keys of the asymmetric named keys; empty when there are
+    /// none (HMAC keys are secret and never published).
     #[prost(string, tag = "3")]
     pub jwks_json: ::prost::alloc::string::String,
+    /// The id of the key that signs new tokens; empty when the legacy KubeSphere secret signs.
+    #[prost(string, tag = "4")]
+    pub active_key_id: ::prost::alloc::string::String,
 }
 /// Subscribes to the live-token set.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
