@@ -388,3 +388,38 @@ fn es256_keys_sign_verify_and_publish_a_jwks() {
     assert_eq!(doc["issuer"], DEFAULT_ISSUER);
     assert!(EcKey::from_pkcs8(b"garbage").is_err());
 }
+
+#[test]
+fn concurrent_misses_run_one_verification() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let cache = std::sync::Arc::new(VerifyCache::new(100, std::time::Duration::from_secs(10)));
+    let token = issuer()
+        .issue_sa_token("default", "sample", now_unix(), None)
+        .unwrap();
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (cache, token, calls, barrier) =
+                (cache.clone(), token.clone(), calls.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                cache
+                    .get_or_verify(&token, |t| {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        // Slow enough that the other threads arrive while this one is in flight.
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        verifier().verify(t)
+                    })
+                    .map(|u| u.username)
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(
+            t.join().unwrap().unwrap(),
+            "kubesphere:serviceaccount:default:sample"
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
