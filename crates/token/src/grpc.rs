@@ -23,6 +23,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -34,7 +35,7 @@ use ksiam_proto::token::v1::{
 use parking_lot::Mutex;
 use tokio::{
     net::TcpListener,
-    sync::{mpsc, watch},
+    sync::{mpsc, oneshot, watch},
 };
 use tokio_stream::{
     StreamExt as _,
@@ -500,14 +501,29 @@ pub enum ServeError {
     Transport(#[source] tonic::transport::Error),
 }
 
+/// How long [`serve`] lets in-flight calls finish after its shutdown signal before it drops the
+/// remaining connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Serves `service` on `listener` together with `grpc.health.v1.Health` (the server and
 /// `ksiam.token.v1.TokenService` SERVING) and `grpc.reflection.v1.ServerReflection`, until `shutdown`
 /// resolves. Then health turns NOT_SERVING, the watch streams end ([`TokenService::close_streams`]), and
-/// the server finishes in-flight calls and returns.
+/// the server finishes in-flight calls and returns, after at most [`SHUTDOWN_GRACE`].
 pub async fn serve(
     listener: TcpListener,
     service: TokenService,
     shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_with_grace(listener, service, shutdown, SHUTDOWN_GRACE).await
+}
+
+/// [`serve`] with a chosen grace period: calls still open `grace` after the shutdown signal (a client's
+/// `Health/Watch` stream, say) are cut off.
+pub async fn serve_with_grace(
+    listener: TcpListener,
+    service: TokenService,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TokenServiceServer<TokenService>>().await;
@@ -517,6 +533,7 @@ pub async fn serve(
         .build_v1()
         .map_err(ServeError::Reflection)?;
     let closer = service.clone();
+    let (fired, shutdown_fired) = oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
         health
@@ -524,6 +541,7 @@ pub async fn serve(
             .await;
         health.set_not_serving::<TokenServiceServer<TokenService>>().await;
         closer.close_streams();
+        let _ = fired.send(());
     };
     let incoming = TcpListenerStream::new(listener).map(|conn| {
         conn.inspect(|stream| {
@@ -531,13 +549,22 @@ pub async fn serve(
             let _ = stream.set_nodelay(true);
         })
     });
-    Server::builder()
+    let server = Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(ServeError::Transport)
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    let grace_over = async move {
+        match shutdown_fired.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            // The shutdown future was dropped without firing: the server has stopped by itself.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = server => result.map_err(ServeError::Transport),
+        () = grace_over => Ok(()),
+    }
 }
 
 // === client ===
@@ -690,7 +717,7 @@ mod tests {
             state ^= state << 17;
             let secret = &secrets[(state % 7) as usize];
             let before = service.live_tokens().generation();
-            if state % 3 == 0 {
+            if state.is_multiple_of(3) {
                 service.release(secret);
             } else {
                 service.hold(secret, &tokens[((state >> 8) % 5) as usize]);

@@ -8,7 +8,7 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 use ksiam_proto::token::v1 as pb;
 use ksiam_token::{
     EcKey, Error, HmacKey, Issuer, Key, KeySet, Verifier,
-    grpc::{ClientError, ServeError, TokenClient, TokenService, serve},
+    grpc::{ClientError, ServeError, TokenClient, TokenService, serve, serve_with_grace},
     token_id,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -30,12 +30,22 @@ struct Running {
 
 impl Running {
     async fn start(service: &TokenService) -> Self {
+        Self::start_with(service, None).await
+    }
+
+    /// Starts `serve`, or `serve_with_grace` when `grace` is set.
+    async fn start_with(service: &TokenService, grace: Option<Duration>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, service.clone(), async {
+        let shutdown = async {
             let _ = stopped.await;
-        }));
+        };
+        let service = service.clone();
+        let task = match grace {
+            None => tokio::spawn(serve(listener, service, shutdown)),
+            Some(grace) => tokio::spawn(serve_with_grace(listener, service, shutdown, grace)),
+        };
         Self {
             addr,
             stop: Some(stop),
@@ -466,4 +476,26 @@ async fn shutdown_ends_open_watch_streams_and_returns() {
     server.stop().await;
     assert_eq!(within(keys.message()).await.ok().flatten(), None);
     assert_eq!(within(revocations.message()).await.ok().flatten(), None);
+}
+
+#[tokio::test]
+async fn shutdown_turns_health_not_serving_and_cuts_off_calls_still_open_after_the_grace_period() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+
+    let service = legacy_service();
+    let server = Running::start_with(&service, Some(Duration::from_millis(200))).await;
+    let mut health = HealthClient::new(server.channel().await);
+    // Health/Watch never ends by itself, so only the grace period lets `serve` return.
+    let mut watch = within(health.watch(HealthCheckRequest {
+        service: "ksiam.token.v1.TokenService".to_owned(),
+    }))
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(next(&mut watch).await.status(), ServingStatus::Serving);
+
+    server.stop().await;
+    assert_eq!(next(&mut watch).await.status(), ServingStatus::NotServing);
 }
