@@ -278,3 +278,37 @@ fn many_service_accounts_get_exactly_one_secret_each() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn expiring_tokens_carry_exp_and_are_rotated_in_place() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("sa-expiry")?;
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: kubesphere.io/v1alpha1\nkind: ServiceAccount\nmetadata:\n  name: app\n  namespace: {}\n  annotations:\n    ksiam.kubesphere.io/token-ttl-seconds: \"60\"\n",
+            ns.name()
+        ),
+    )?;
+    let secret = token_secret_name(ns.name(), "app")?;
+    let first = token_of(ns.name(), &secret)?;
+    let (_, claims) = ksiam_token::decode_unverified(&first)?;
+    let claims: serde_json::Value = serde_json::from_str(&claims)?;
+    assert_eq!(
+        claims["exp"].as_i64(),
+        claims["iat"].as_i64().map(|i| i + 60),
+        "{claims}"
+    );
+    assert!(verifier()?.verify(&first).is_ok());
+    // Rotated at 80% of the lifetime (48 s), in the same Secret.
+    let second = poll("the token to be rotated", Duration::from_secs(75), || {
+        let t = token_of(ns.name(), &secret)?;
+        Ok((t != first).then_some(t))
+    })?;
+    assert!(verifier()?.verify(&second).is_ok());
+    assert_eq!(
+        token_secret_name(ns.name(), "app")?,
+        secret,
+        "same Secret, so mounted files refresh"
+    );
+    Ok(())
+}

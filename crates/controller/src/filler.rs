@@ -55,14 +55,15 @@ pub async fn reconcile(secret: Arc<Secret>, ctx: Arc<Context>) -> Result<Action,
         return Ok(Action::await_change());
     }
     let ns = secret.namespace().ok_or(Error::MissingNamespace)?;
-    if Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns)
+    let Some(sa) = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&sa_name)
         .await?
-        .is_none()
-    {
+    else {
         return Ok(Action::await_change());
-    }
-    let token = ctx.issuer.issue(&ns, &sa_name)?;
+    };
+    let token = ctx
+        .issuer
+        .issue(&ns, &sa_name, crate::serviceaccount::token_ttl(&sa))?;
     let data = BTreeMap::from([(
         c::SERVICE_ACCOUNT_TOKEN_KEY.to_owned(),
         ByteString(token.into_bytes()),

@@ -144,7 +144,7 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
                 Some(s) => s.name_any(),
                 None => {
                     created = true;
-                    create_token_secret(&ctx, &secrets, &ns, &name, &uid).await?
+                    create_token_secret(&ctx, &secrets, &ns, &name, &uid, token_ttl(&sa)).await?
                 }
             }
         }
@@ -200,7 +200,67 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
 
     check_secrets(&ctx, &desired, &secrets).await?;
     restart_stale_workloads(&ctx, &ns, &name, &token_secret).await;
-    Ok(Action::await_change())
+    rotate_if_due(&ctx, &sa, &secrets, &token_secret).await
+}
+
+/// The token lifetime the ServiceAccount asks for (see [`crate::TOKEN_TTL_ANNOTATION`]); invalid values are
+/// ignored with a warning.
+pub fn token_ttl(sa: &ServiceAccount) -> Option<i64> {
+    let raw = sa.annotations().get(crate::TOKEN_TTL_ANNOTATION)?;
+    match raw.trim().parse::<i64>() {
+        Ok(t) if t >= crate::MIN_TOKEN_TTL_SECONDS => Some(t),
+        _ => {
+            warn!(serviceaccount = %sa.name_any(), value = %raw, "ignoring invalid {}", crate::TOKEN_TTL_ANNOTATION);
+            None
+        }
+    }
+}
+
+/// When the ServiceAccount's tokens expire, rewrites `data.token` of its token Secret once 80% of the
+/// token's lifetime has passed, and requeues for the next rotation.
+async fn rotate_if_due(
+    ctx: &Context,
+    sa: &ServiceAccount,
+    secrets: &Api<Secret>,
+    secret: &str,
+) -> Result<Action, Error> {
+    let Some(ttl) = token_ttl(sa) else {
+        return Ok(Action::await_change());
+    };
+    let Some(current) = secrets.get_opt(secret).await? else {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    let token = current
+        .data
+        .as_ref()
+        .and_then(|d| d.get(c::SERVICE_ACCOUNT_TOKEN_KEY))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok());
+    let claims = token
+        .as_deref()
+        .and_then(|t| ksiam_token::decode_unverified(t).ok())
+        .and_then(|(_, c)| serde_json::from_str::<ksiam_token::Claims>(&c).ok());
+    let now = ksiam_token::now_unix();
+    // Rotate at 80% of the lifetime; a token without exp (issued before the annotation) rotates now.
+    let due = claims
+        .as_ref()
+        .and_then(|c| Some(c.iat? + (c.exp? - c.iat?) * 4 / 5))
+        .unwrap_or(now);
+    if due > now {
+        return Ok(Action::requeue(Duration::from_secs((due - now) as u64)));
+    }
+    let ns = sa.namespace().ok_or(Error::MissingNamespace)?;
+    let fresh = ctx.issuer.issue(&ns, &sa.name_any(), Some(ttl))?;
+    let data = BTreeMap::from([(
+        c::SERVICE_ACCOUNT_TOKEN_KEY.to_owned(),
+        ByteString(fresh.into_bytes()),
+    )]);
+    let patch =
+        serde_json::json!({ "metadata": { "resourceVersion": current.resource_version() }, "data": data });
+    secrets
+        .patch(secret, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    info!(namespace = %ns, secret = %secret, "rotated expiring token");
+    Ok(Action::requeue(Duration::from_secs((ttl * 4 / 5).max(1) as u64)))
 }
 
 async fn secrets_of_uid(secrets: &Api<Secret>, uid: &str) -> Result<Vec<Secret>, Error> {
@@ -216,8 +276,9 @@ async fn create_token_secret(
     ns: &str,
     sa: &str,
     uid: &str,
+    ttl: Option<i64>,
 ) -> Result<String, Error> {
-    let token = ctx.issuer.issue(ns, sa)?;
+    let token = ctx.issuer.issue(ns, sa, ttl)?;
     let secret = Secret {
         metadata: ObjectMeta {
             generate_name: Some(format!("{sa}-")),
