@@ -16,6 +16,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,22 @@ pub fn on_signal(hook: impl FnOnce() + Send + 'static) {
     HOOKS.lock().push(Box::new(hook));
 }
 
+/// Set once a signal arrived: the handler then owns the shutdown, and the main thread stays out of its way.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// True once Ctrl-C, SIGTERM or SIGHUP arrived (the process is about to exit).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// After a signal the handler stops everything and exits the process. The main thread must neither race it
+/// nor return from `main` (which would end the process with the handler halfway through), so it waits here.
+fn wait_for_signal_handler() -> ! {
+    loop {
+        sleep(Duration::from_secs(1));
+    }
+}
+
 /// Installs the Ctrl-C / SIGTERM / SIGHUP handler that stops every registered process group and exits.
 pub fn install_signal_handler() -> anyhow::Result<()> {
     static INSTALLED: OnceLock<()> = OnceLock::new();
@@ -52,6 +69,7 @@ pub fn install_signal_handler() -> anyhow::Result<()> {
         return Ok(());
     }
     ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, Ordering::SeqCst);
         say("interrupted: stopping every process this xtask started");
         let groups = std::mem::take(&mut *LIVE.lock());
         for pgid in groups.into_iter().rev() {
@@ -178,6 +196,10 @@ impl Supervisor {
 
     /// Fails if any child has exited, naming it and showing its log.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if interrupted() {
+            // The signal handler is stopping them on purpose.
+            return Ok(());
+        }
         let names: Vec<String> = self.procs.iter().map(|p| p.name.clone()).collect();
         for name in names {
             if let Some(status) = self.exited(&name)? {
@@ -248,6 +270,9 @@ impl Supervisor {
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
+        if interrupted() {
+            wait_for_signal_handler();
+        }
         if !self.detached {
             self.stop_all();
         }
@@ -443,6 +468,9 @@ pub fn run_with_deadline(cmd: &mut Command, timeout: Duration) -> anyhow::Result
         }
         sleep(Duration::from_millis(200));
     };
+    if interrupted() {
+        wait_for_signal_handler();
+    }
     LIVE.lock().retain(|&g| g != pid);
     match status {
         Some(status) if status.success() => Ok(()),
