@@ -30,6 +30,10 @@ pub struct AllArgs {
     /// Where the gateway (for now: health endpoints) listens.
     #[arg(long, env = "KSIAM_GATEWAY_LISTEN", default_value = "127.0.0.1:9090")]
     pub gateway_listen: SocketAddr,
+    /// Port of the Pod-injection webhook on 127.0.0.1 (0 picks a free one); it registers itself by URL with a
+    /// self-signed certificate.
+    #[arg(long, env = "KSIAM_WEBHOOK_PORT", default_value_t = 0)]
+    pub webhook_port: u16,
 }
 
 pub fn init_logging(format: &str) {
@@ -70,9 +74,10 @@ fn shutdown_on_signals(token: CancellationToken) {
 }
 
 async fn controllers(client: kube::Client, issuer: Issuer, shutdown: CancellationToken) {
+    let issuer = Arc::new(ksiam_controller::UniqueIssuer::new(issuer));
     let ctx = Arc::new(ksiam_controller::serviceaccount::Context::new(
         client.clone(),
-        Arc::new(issuer),
+        issuer,
     ));
     tokio::join!(
         ksiam_controller::serviceaccount::run(ctx.clone(), shutdown.clone().cancelled_owned()),
@@ -99,17 +104,51 @@ pub async fn all(args: AllArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot configure the Kubernetes client")?;
+    let shutdown = CancellationToken::new();
+    shutdown_on_signals(shutdown.clone());
+
+    let webhook = {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        let config = ksiam_webhook::Config::loopback(args.webhook_port);
+        tokio::spawn(async move { ksiam_webhook::run(config, client, shutdown.cancelled_owned()).await })
+    };
+    wait_for_webhook_registration(&client, &webhook).await?;
+
+    // The gateway port opens last: callers (and `cargo xtask up`) take it as "everything is ready".
     let listener = tokio::net::TcpListener::bind(args.gateway_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.gateway_listen))?;
     info!(listen = %args.gateway_listen, "ksiam all started");
-    let shutdown = CancellationToken::new();
-    shutdown_on_signals(shutdown.clone());
-    tokio::join!(
+    let (_, _, webhook) = tokio::join!(
         controllers(client, issuer, shutdown.clone()),
-        health::serve(listener, shutdown)
+        health::serve(listener, shutdown),
+        webhook
     );
+    webhook
+        .context("webhook task panicked")?
+        .context("webhook failed")?;
     Ok(())
+}
+
+async fn wait_for_webhook_registration(
+    client: &kube::Client,
+    webhook: &tokio::task::JoinHandle<Result<(), ksiam_webhook::Error>>,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
+    for _ in 0..300 {
+        anyhow::ensure!(!webhook.is_finished(), "the webhook stopped during start-up");
+        let registered = api
+            .get_opt(ksiam_api::constants::POD_INJECTOR_WEBHOOK_CONFIGURATION)
+            .await?
+            .and_then(|c| c.webhooks)
+            .is_some_and(|w| w.iter().any(|w| w.client_config.ca_bundle.is_some()));
+        if registered {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the webhook did not register itself within 30 s")
 }
 
 /// A minimal health server on the gateway port until the gateway replaces it.

@@ -15,10 +15,80 @@ pub trait TokenIssuer: Send + Sync {
     fn issue(&self, namespace: &str, name: &str, ttl_seconds: Option<i64>) -> Result<String, Error>;
 }
 
-impl TokenIssuer for ksiam_token::Issuer {
-    fn issue(&self, namespace: &str, name: &str, ttl_seconds: Option<i64>) -> Result<String, Error> {
+/// Issues tokens with the in-memory issuer, giving every token of a ServiceAccount a distinct `iat`.
+///
+/// KubeSphere's tokens have no `jti`, so two tokens for one ServiceAccount issued in the same second are
+/// byte-identical. A token Secret recreated within a second of its deletion would then hold the very token
+/// the deletion meant to revoke. This issuer hands out strictly increasing `iat`s per ServiceAccount (at
+/// most a few seconds ahead of the clock, well inside the 10 s `maximumClockSkew`), keeping the claim set
+/// exactly KubeSphere's.
+pub struct UniqueIssuer {
+    issuer: ksiam_token::Issuer,
+    last_iat: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+impl UniqueIssuer {
+    /// Wraps `issuer`.
+    pub fn new(issuer: ksiam_token::Issuer) -> Self {
+        Self {
+            issuer,
+            last_iat: parking_lot::Mutex::default(),
+        }
+    }
+
+    fn next_iat(&self, key: String) -> i64 {
         let now = ksiam_token::now_unix();
-        Ok(self.issue_sa_token(namespace, name, now, ttl_seconds.map(|t| now + t))?)
+        let mut last = self.last_iat.lock();
+        // Forget ServiceAccounts whose last token is older than the clock: they cannot collide any more.
+        if last.len() > 10_000 {
+            last.retain(|_, iat| *iat >= now);
+        }
+        let iat = last.get(&key).map_or(now, |prev| now.max(prev + 1));
+        last.insert(key, iat);
+        iat
+    }
+}
+
+impl TokenIssuer for UniqueIssuer {
+    fn issue(&self, namespace: &str, name: &str, ttl_seconds: Option<i64>) -> Result<String, Error> {
+        let iat = self.next_iat(format!("{namespace}/{name}"));
+        Ok(self
+            .issuer
+            .issue_sa_token(namespace, name, iat, ttl_seconds.map(|t| iat + t))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_of_one_service_account_never_repeat() {
+        let issuer = UniqueIssuer::new(ksiam_token::Issuer::new(
+            ksiam_token::KeySet::legacy(b"secret"),
+            ksiam_token::DEFAULT_ISSUER,
+        ));
+        let tokens: Vec<String> = (0..5).map(|_| issuer.issue("ns", "sa", None).unwrap()).collect();
+        let mut unique = tokens.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), 5, "{tokens:?}");
+        let other = issuer.issue("ns", "other", None).unwrap();
+        let iat = |t: &str| -> i64 {
+            let (_, c) = ksiam_token::decode_unverified(t).unwrap();
+            serde_json::from_str::<ksiam_token::Claims>(&c)
+                .unwrap()
+                .iat
+                .unwrap()
+        };
+        assert!(
+            iat(&tokens[4]) - iat(&other) <= 4,
+            "other ServiceAccounts are not pushed ahead"
+        );
+        let verifier = ksiam_token::Verifier::new(ksiam_token::KeySet::legacy(b"secret"));
+        assert!(
+            tokens.iter().all(|t| verifier.verify(t).is_ok()),
+            "within the clock skew"
+        );
     }
 }
 

@@ -1,0 +1,194 @@
+//! Seed §1.2 word for word: the Pod-injection webhook, called by the real kube-apiserver.
+
+use std::time::Duration;
+
+use ksiam_e2e::{TestNamespace, get_json, kubectl, kubectl_with_stdin, poll};
+use serde_json::json;
+
+const SEED_SERVICE_ACCOUNT: &str = "apiVersion: kubesphere.io/v1alpha1
+kind: ServiceAccount
+metadata:
+  name: sample
+  namespace: default
+secrets: []
+";
+
+const SEED_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  annotations:
+    kubesphere.io/creator: admin
+    kubesphere.io/imagepullsecrets: '{}'
+    kubesphere.io/serviceaccount-name: sample   # <----- Set the ServiceAccount
+  name: sample-pod
+  namespace: default
+spec:
+  containers:
+  - image: nginx
+    imagePullPolicy: IfNotPresent
+    name: container-5tkfmj
+    ports:
+    - containerPort: 80
+      name: http-80
+      protocol: TCP
+    resources: {}
+";
+
+const SEED_DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  labels:
+    app: sample-deploy
+  name: sample-deploy
+  namespace: default
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: sample-deploy
+  template:
+    metadata:
+      annotations:
+        kubesphere.io/creator: admin
+        kubesphere.io/imagepullsecrets: '{}'
+        kubesphere.io/serviceaccount-name: sample       # <----- Set the ServiceAccount
+      labels:
+        app: sample-deploy
+    spec:
+      containers:
+      - image: nginx
+        imagePullPolicy: IfNotPresent
+        name: nginx
+        ports:
+        - containerPort: 80
+          name: http-80
+          protocol: TCP
+        resources: {}
+";
+
+fn sample_secret() -> anyhow::Result<String> {
+    kubectl_with_stdin(&["apply", "-f", "-"], SEED_SERVICE_ACCOUNT)?;
+    poll(
+        "the token secret of default/sample",
+        Duration::from_secs(30),
+        || {
+            let out = kubectl(&[
+                "get",
+                "serviceaccounts.kubesphere.io",
+                "sample",
+                "-n",
+                "default",
+                "-o",
+                "jsonpath={.secrets[].name}",
+            ])?;
+            Ok((!out.is_empty()).then_some(out))
+        },
+    )
+}
+
+/// The seed's `volumeMounts` / `volumes` blocks for a token secret.
+fn expected(secret: &str) -> (serde_json::Value, serde_json::Value) {
+    (
+        json!([{"mountPath": "/var/run/secrets/kubesphere.io/serviceaccount", "name": "kubesphere-service-account", "readOnly": true}]),
+        json!([{
+            "name": "kubesphere-service-account",
+            "projected": {"defaultMode": 420, "sources": [{"secret": {"items": [{"key": "token", "path": "token"}], "name": secret}}]}
+        }]),
+    )
+}
+
+#[test]
+fn seed_1_2_pod_gets_the_token_mounted() -> anyhow::Result<()> {
+    let secret = sample_secret()?;
+    let _ = kubectl(&[
+        "delete",
+        "pod",
+        "sample-pod",
+        "-n",
+        "default",
+        "--ignore-not-found",
+        "--wait=true",
+    ]);
+    kubectl_with_stdin(&["apply", "-f", "-"], SEED_POD)?;
+    let pod = get_json(&["pod", "sample-pod", "-n", "default"])?;
+    let (mounts, volumes) = expected(&secret);
+    assert_eq!(pod["spec"]["containers"][0]["volumeMounts"], mounts, "{pod:#}");
+    assert_eq!(pod["spec"]["volumes"], volumes, "{pod:#}");
+    Ok(())
+}
+
+#[test]
+fn seed_1_2_deployment_pods_get_the_token_mounted() -> anyhow::Result<()> {
+    let secret = sample_secret()?;
+    kubectl_with_stdin(&["apply", "-f", "-"], SEED_DEPLOYMENT)?;
+    // The real ReplicaSet controller creates the Pod; it stays Pending (no nodes).
+    let pod = poll("a pod of sample-deploy", Duration::from_secs(60), || {
+        let list = get_json(&["pods", "-n", "default", "-l", "app=sample-deploy"])?;
+        Ok(list["items"].as_array().and_then(|items| items.first().cloned()))
+    })?;
+    let (mounts, volumes) = expected(&secret);
+    assert_eq!(pod["spec"]["containers"][0]["volumeMounts"], mounts, "{pod:#}");
+    assert_eq!(pod["spec"]["volumes"], volumes, "{pod:#}");
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "ReplicaSet");
+    Ok(())
+}
+
+fn pod_yaml(ns: &str, name: &str, sa: Option<&str>) -> String {
+    let annotation = sa
+        .map(|s| format!("  annotations:\n    kubesphere.io/serviceaccount-name: {s}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n{annotation}spec:\n  initContainers:\n  - name: init\n    image: busybox\n  containers:\n  - name: app\n    image: nginx\n"
+    )
+}
+
+#[test]
+fn a_missing_service_account_is_denied_with_kubesphere_message() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("wh-deny")?;
+    let err =
+        kubectl_with_stdin(&["apply", "-f", "-"], &pod_yaml(ns.name(), "p", Some("ghost"))).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(r#"admission webhook "serviceaccount-pod-injector.kubesphere.io" denied the request: ServiceAccount.kubesphere.io "ghost" not found"#),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn pods_without_the_annotation_are_untouched_and_init_containers_get_the_mount() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("wh-plain")?;
+    kubectl_with_stdin(&["apply", "-f", "-"], &pod_yaml(ns.name(), "plain", None))?;
+    let pod = get_json(&["pod", "plain", "-n", ns.name()])?;
+    assert!(pod["spec"].get("volumes").is_none(), "{pod:#}");
+
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: kubesphere.io/v1alpha1\nkind: ServiceAccount\nmetadata:\n  name: app\n  namespace: {}\n",
+            ns.name()
+        ),
+    )?;
+    let secret = poll("the token secret", Duration::from_secs(30), || {
+        let out = kubectl(&[
+            "get",
+            "serviceaccounts.kubesphere.io",
+            "app",
+            "-n",
+            ns.name(),
+            "-o",
+            "jsonpath={.secrets[].name}",
+        ])?;
+        Ok((!out.is_empty()).then_some(out))
+    })?;
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &pod_yaml(ns.name(), "with-init", Some("app")),
+    )?;
+    let pod = get_json(&["pod", "with-init", "-n", ns.name()])?;
+    let (mounts, volumes) = expected(&secret);
+    assert_eq!(pod["spec"]["initContainers"][0]["volumeMounts"], mounts);
+    assert_eq!(pod["spec"]["containers"][0]["volumeMounts"], mounts);
+    assert_eq!(pod["spec"]["volumes"], volumes);
+    Ok(())
+}
