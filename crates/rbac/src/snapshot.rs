@@ -523,6 +523,56 @@ impl Snapshot {
         self.decide_for(&entries[..n], a)
     }
 
+    /// Decides and explains: the binding, role and rule that allowed, or why nothing did, including the
+    /// rego-override policies of the subject's roles that do not compile (they never allow).
+    pub fn explain(&self, a: &Attributes<'_>) -> String {
+        let decision = self.decide(a);
+        let mut text = decision.explain(a);
+        let mut broken: Vec<String> = Vec::new();
+        let entries = std::iter::once(self.users.get(a.user))
+            .chain(a.groups.iter().map(|g| self.groups.get(g.as_str())))
+            .flatten();
+        for e in entries {
+            let scoped = |s: &Option<Scoped>| -> Vec<List> {
+                s.as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(_, l)| l.clone())
+                    .collect()
+            };
+            let lists = e
+                .global
+                .iter()
+                .chain(e.cluster.iter())
+                .cloned()
+                .chain(scoped(&e.workspaces))
+                .chain(scoped(&e.namespaces));
+            for list in lists {
+                for b in list.iter() {
+                    let ns: &str = &b.namespace;
+                    let Some(role) = b.role_kind.and_then(|k| self.role(k, ns, &b.role_ref.name)) else {
+                        continue;
+                    };
+                    if let Some(err) = role.rego.as_ref().and_then(|r| r.error()) {
+                        let line = format!(
+                            "{} {}: rego-override does not compile: {err}",
+                            role.kind.as_str(),
+                            go_quote(&role.name)
+                        );
+                        if !broken.contains(&line) {
+                            broken.push(line);
+                        }
+                    }
+                }
+            }
+        }
+        for line in broken {
+            text.push_str("; ");
+            text.push_str(&line);
+        }
+        text
+    }
+
     fn decide_for(&self, entries: &[&SubjectEntry], a: &Attributes<'_>) -> Decision {
         let mut denial = Denial::default();
 

@@ -209,3 +209,38 @@ fn missing_role_grants_nothing_and_bad_kind_is_reported() {
     assert!(!allowed);
     assert_eq!(reason, r#"RBAC: unsupported role reference kind: "Bogus""#);
 }
+
+#[test]
+fn explain_names_the_rule_and_reports_broken_rego() {
+    let mut p = base();
+    p.bindings
+        .push(seed_binding(BindingKind::RoleBinding, "Role", "admin"));
+    p.roles.push(Role {
+        kind: RoleKind::ClusterRole,
+        namespace: String::new(),
+        name: "broken".into(),
+        rules: vec![],
+        rego: Some("package authz\nallow { nope".into()),
+    });
+    p.bindings.push(Binding {
+        name: "to-broken".into(),
+        ..seed_binding(BindingKind::ClusterRoleBinding, "ClusterRole", "broken")
+    });
+    let snap = ksiam_rbac::Snapshot::build(&p);
+    let info = resolve("GET", "/api/v1/namespaces/default/pods", "").unwrap();
+    let text = snap.explain(&info.attributes(SA, &[]));
+    assert!(
+        text.starts_with(
+            "allowed: RBAC: allowed by RoleBinding \"sample-binding/default\" of Role \"admin\""
+        ),
+        "{text}"
+    );
+    assert!(text.contains("rule #0"), "{text}");
+    let info = resolve("GET", "/api/v1/nodes", "").unwrap();
+    let text = snap.explain(&info.attributes(SA, &[]));
+    assert!(text.starts_with("denied:"), "{text}");
+    assert!(
+        text.contains(r#"ClusterRole "broken": rego-override does not compile"#),
+        "{text}"
+    );
+}
