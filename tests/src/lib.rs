@@ -8,6 +8,7 @@ mod env;
 mod kubectl;
 mod namespace;
 mod poll;
+mod seed;
 mod webhook;
 
 pub use self::{
@@ -15,5 +16,6 @@ pub use self::{
     kubectl::{apply, get_json, kubectl, kubectl_with_stdin},
     namespace::{TestNamespace, random_suffix},
     poll::poll,
+    seed::{SEED_SERVICE_ACCOUNT, token_secret_name},
     webhook::TestWebhook,
 };

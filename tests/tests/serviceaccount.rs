@@ -2,40 +2,15 @@
 
 use std::time::Duration;
 
-use ksiam_e2e::{TestNamespace, get_json, kubectl, kubectl_with_stdin, poll};
-
-const SEED_SERVICE_ACCOUNT: &str = "apiVersion: kubesphere.io/v1alpha1
-kind: ServiceAccount
-metadata:
-  name: sample
-  namespace: default
-secrets: []
-";
+use ksiam_e2e::{
+    SEED_SERVICE_ACCOUNT, TestNamespace, get_json, kubectl, kubectl_with_stdin, poll, token_secret_name,
+};
 
 /// The generateName alphabet of the API server.
 fn is_generated_name(name: &str, prefix: &str) -> bool {
     name.strip_prefix(prefix).is_some_and(|rest| {
         rest.len() == 5 && rest.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c))
     })
-}
-
-fn token_secret_name(ns: &str, sa: &str) -> anyhow::Result<String> {
-    poll(
-        &format!("the token secret of {ns}/{sa}"),
-        Duration::from_secs(30),
-        || {
-            let out = kubectl(&[
-                "get",
-                "serviceaccounts.kubesphere.io",
-                sa,
-                "-n",
-                ns,
-                "-o",
-                "jsonpath={.secrets[].name}",
-            ])?;
-            Ok((!out.is_empty()).then_some(out))
-        },
-    )
 }
 
 fn token_of(ns: &str, secret: &str) -> anyhow::Result<String> {

@@ -2,16 +2,10 @@
 
 use std::time::Duration;
 
-use ksiam_e2e::{TestNamespace, get_json, kubectl, kubectl_with_stdin, poll};
+use ksiam_e2e::{
+    SEED_SERVICE_ACCOUNT, TestNamespace, get_json, kubectl, kubectl_with_stdin, poll, token_secret_name,
+};
 use serde_json::json;
-
-const SEED_SERVICE_ACCOUNT: &str = "apiVersion: kubesphere.io/v1alpha1
-kind: ServiceAccount
-metadata:
-  name: sample
-  namespace: default
-secrets: []
-";
 
 const SEED_POD: &str = "apiVersion: v1
 kind: Pod
@@ -68,22 +62,7 @@ spec:
 
 fn sample_secret() -> anyhow::Result<String> {
     kubectl_with_stdin(&["apply", "-f", "-"], SEED_SERVICE_ACCOUNT)?;
-    poll(
-        "the token secret of default/sample",
-        Duration::from_secs(30),
-        || {
-            let out = kubectl(&[
-                "get",
-                "serviceaccounts.kubesphere.io",
-                "sample",
-                "-n",
-                "default",
-                "-o",
-                "jsonpath={.secrets[].name}",
-            ])?;
-            Ok((!out.is_empty()).then_some(out))
-        },
-    )
+    token_secret_name("default", "sample")
 }
 
 /// The seed's `volumeMounts` / `volumes` blocks for a token secret.
@@ -169,18 +148,7 @@ fn pods_without_the_annotation_are_untouched_and_init_containers_get_the_mount()
             ns.name()
         ),
     )?;
-    let secret = poll("the token secret", Duration::from_secs(30), || {
-        let out = kubectl(&[
-            "get",
-            "serviceaccounts.kubesphere.io",
-            "app",
-            "-n",
-            ns.name(),
-            "-o",
-            "jsonpath={.secrets[].name}",
-        ])?;
-        Ok((!out.is_empty()).then_some(out))
-    })?;
+    let secret = token_secret_name(ns.name(), "app")?;
     kubectl_with_stdin(
         &["apply", "-f", "-"],
         &pod_yaml(ns.name(), "with-init", Some("app")),
