@@ -9,8 +9,6 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::constants::{SERVICE_ACCOUNT_USERNAME_PREFIX, SERVICE_ACCOUNT_USERNAME_SEPARATOR};
-
 /// The top-level fields of a KubeSphere [`ServiceAccount`] (there is no `spec` on the wire).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
@@ -42,26 +40,6 @@ impl ServiceAccount {
     pub fn token_secret_name(&self) -> Option<&str> {
         self.spec.secrets.first().and_then(|s| s.name.as_deref())
     }
-}
-
-/// The username a KubeSphere ServiceAccount authenticates as: `kubesphere:serviceaccount:<namespace>:<name>`.
-pub fn service_account_username(namespace: &str, name: &str) -> String {
-    format!("{SERVICE_ACCOUNT_USERNAME_PREFIX}{namespace}{SERVICE_ACCOUNT_USERNAME_SEPARATOR}{name}")
-}
-
-/// Splits a ServiceAccount username into `(namespace, name)`.
-///
-/// The username must start with `kubesphere:serviceaccount:` and consist of exactly four
-/// `:`-separated parts, as KubeSphere requires; anything else gives `None`.
-pub fn parse_service_account_username(username: &str) -> Option<(&str, &str)> {
-    let rest = username.strip_prefix(SERVICE_ACCOUNT_USERNAME_PREFIX)?;
-    let mut parts = rest.split(SERVICE_ACCOUNT_USERNAME_SEPARATOR);
-    let namespace = parts.next()?;
-    let name = parts.next()?;
-    if parts.next().is_some() {
-        return None;
-    }
-    Some((namespace, name))
 }
 
 #[cfg(test)]
@@ -114,29 +92,5 @@ mod tests {
             ServiceAccount::new("x", ServiceAccountSpec::default()).token_secret_name(),
             None
         );
-    }
-
-    #[test]
-    fn usernames_round_trip() {
-        let user = service_account_username("default", "sample");
-        assert_eq!(user, "kubesphere:serviceaccount:default:sample");
-        assert_eq!(parse_service_account_username(&user), Some(("default", "sample")));
-    }
-
-    #[test]
-    fn usernames_need_exactly_four_parts_and_the_prefix() {
-        assert_eq!(
-            parse_service_account_username("kubesphere:serviceaccount:default"),
-            None
-        );
-        assert_eq!(
-            parse_service_account_username("kubesphere:serviceaccount:a:b:c"),
-            None
-        );
-        assert_eq!(
-            parse_service_account_username("system:serviceaccount:default:sample"),
-            None
-        );
-        assert_eq!(parse_service_account_username("admin"), None);
     }
 }
