@@ -131,12 +131,16 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
         Some(n) => secrets.get_opt(n).await?.map(|s| s.name_any()),
         None => None,
     };
+    // Listed once: used to adopt a Secret, then to delete strays.
+    let ours = secrets_of_uid(&secrets, &uid).await?;
     let mut created = false;
     let token_secret = match existing {
         Some(n) => n,
         None => {
-            let mut ours = secrets_of_uid(&secrets, &uid).await?;
-            ours.retain(|s| is_token_secret_of(s, &name) && s.meta().deletion_timestamp.is_none());
+            let mut ours: Vec<&Secret> = ours
+                .iter()
+                .filter(|s| is_token_secret_of(s, &name) && s.meta().deletion_timestamp.is_none())
+                .collect();
             ours.sort_by(|a, b| {
                 (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any()))
             });
@@ -192,7 +196,7 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
     }
 
     // Strays we created (races between replicas, or an old recreated secret) are deleted.
-    for stray in secrets_of_uid(&secrets, &uid).await? {
+    for stray in &ours {
         if stray.name_any() != token_secret && stray.meta().deletion_timestamp.is_none() {
             delete_ignoring_missing(&secrets, &stray.name_any()).await?;
         }
