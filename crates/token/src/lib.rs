@@ -20,6 +20,7 @@
 //! assert_eq!(user.service_account(), Some(("default", "sample")));
 //! ```
 
+pub mod authn;
 mod cache;
 mod claims;
 mod jws;
@@ -32,6 +33,7 @@ pub mod grpc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use self::{
+    authn::{AuthError, Authenticated, Authenticator, Directory},
     cache::VerifyCache,
     claims::{Claims, DEFAULT_ISSUER, SA_USERNAME_PREFIX, STATIC_TOKEN, parse_sa_username, sa_username},
     jws::{decode_unverified, token_id},
