@@ -1,0 +1,1 @@
+//! The ksiam authorizer service (placeholder until it lands).

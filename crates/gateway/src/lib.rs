@@ -1,0 +1,1 @@
+//! The ksiam API gateway (placeholder until it lands).
