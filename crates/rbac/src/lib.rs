@@ -9,6 +9,7 @@
 //! - [`status`]: the 401/403 `Status` bodies, byte-compatible with ks-apiserver.
 //! - [`naive`]: a literal, slow reference evaluator used to test the snapshot.
 //! - [`generate`]: the deterministic policy generator behind the benchmarks.
+//! - [`review`]: the rules a subject holds and who may make a request (RulesFor, WhoCan).
 //!
 //! This crate does no I/O, never panics on any input, and every decision carries its reason.
 //!
@@ -37,6 +38,7 @@ pub mod model;
 pub mod naive;
 pub mod rego;
 pub mod request;
+pub mod review;
 pub mod snapshot;
 pub mod status;
 

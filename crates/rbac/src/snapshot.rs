@@ -79,6 +79,11 @@ impl CompiledRole {
         }
     }
 
+    /// Whether this role allows the request (by a rule or its rego override).
+    pub fn allows(&self, a: &Attributes<'_>) -> bool {
+        self.grants(a).is_some()
+    }
+
     /// What in this role allows the request, rules first (cheap), then the rego override. Upstream
     /// evaluates rego first; both only ever add allows, so the decision is the same.
     fn grants(&self, a: &Attributes<'_>) -> Option<Granted> {
@@ -133,6 +138,11 @@ impl CompiledBinding {
         keys.sort();
         keys.dedup();
         keys
+    }
+
+    /// The kind of role the `roleRef` names; `None` for a kind the evaluation does not know (an error).
+    pub fn role_kind(&self) -> Option<RoleKind> {
+        self.role_kind
     }
 
     /// The key identifying this binding.
@@ -654,13 +664,46 @@ impl Snapshot {
         })
     }
 
-    fn role(&self, kind: RoleKind, namespace: &str, name: &str) -> Option<&Arc<CompiledRole>> {
+    /// The role of `kind` named `name` (`namespace` is read for [`RoleKind::Role`] only).
+    pub fn role(&self, kind: RoleKind, namespace: &str, name: &str) -> Option<&Arc<CompiledRole>> {
         match kind {
             RoleKind::GlobalRole => self.global_roles.get(name),
             RoleKind::WorkspaceRole => self.workspace_roles.get(name),
             RoleKind::ClusterRole => self.cluster_roles.get(name),
             RoleKind::Role => self.roles.get(namespace)?.get(name),
         }
+    }
+
+    /// The workspace label of namespace `name`; `None` when the namespace is unknown or unlabelled.
+    pub fn namespace_workspace(&self, name: &str) -> Option<&str> {
+        self.namespaces.get(name)?.as_deref()
+    }
+
+    /// The bindings of `kind` that name the user or one of the groups, in the order a decision meets them
+    /// (the user's, then each group's; a binding naming several of them appears once per name). `scope` is
+    /// the workspace for WorkspaceRoleBindings and the namespace for RoleBindings, and is ignored otherwise.
+    /// For reviews (`crate::review`); decisions do not use it.
+    pub fn subject_bindings(
+        &self,
+        user: &str,
+        groups: &[String],
+        kind: BindingKind,
+        scope: &str,
+    ) -> Vec<Arc<CompiledBinding>> {
+        let entries = std::iter::once(self.users.get(user))
+            .chain(groups.iter().map(|g| self.groups.get(g.as_str())))
+            .flatten();
+        let mut out = Vec::new();
+        for e in entries {
+            let list = match kind {
+                BindingKind::GlobalRoleBinding => e.global.as_ref(),
+                BindingKind::ClusterRoleBinding => e.cluster.as_ref(),
+                BindingKind::WorkspaceRoleBinding => scoped_get(&e.workspaces, scope),
+                BindingKind::RoleBinding => scoped_get(&e.namespaces, scope),
+            };
+            out.extend(list.iter().flat_map(|l| l.iter()).cloned());
+        }
+        out
     }
 
     /// Every binding, once (for listing and reverse lookups; not used by decisions).
