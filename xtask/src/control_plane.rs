@@ -63,6 +63,9 @@ const CONTROLLERS: &[&str] = &[
 /// A running control plane; dropping it stops every process.
 pub struct ControlPlane {
     pub run_dir: PathBuf,
+    /// Where kube-apiserver expects ksiam's TokenReview (`/authenticate`) and SubjectAccessReview
+    /// (`/authorize`) webhooks, and the serving certificate and key for them (signed by the cluster CA).
+    pub authn_authz_webhooks: (SocketAddr, PathBuf, PathBuf),
     pub kubeconfig: PathBuf,
     pub kubectl: PathBuf,
     pub procs: Supervisor,
@@ -106,6 +109,21 @@ impl ControlPlane {
             probe::ok(etcd_addr, "/health", None, None, "\"health\":\"true\"")
         })?;
 
+        // kube-apiserver asks ksiam (once it runs) about KubeSphere tokens and KubeSphere RBAC, after its own
+        // authenticators and RBAC. Short caches: a revoked token or a new binding shows within seconds.
+        let webhooks_addr = free_port()?;
+        let webhook_kubeconfig = |path: &str| -> anyhow::Result<PathBuf> {
+            let file = run_dir.join(format!("ksiam-{path}-webhook.kubeconfig"));
+            let config = format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: ksiam\n  cluster:\n    server: https://{webhooks_addr}/{path}\n    certificate-authority: {ca}\nusers:\n- name: kube-apiserver\n  user: {{}}\ncontexts:\n- name: ksiam\n  context: {{cluster: ksiam, user: kube-apiserver}}\ncurrent-context: ksiam\n",
+                ca = pki.ca_crt.display()
+            );
+            fs::write(&file, config)?;
+            Ok(file)
+        };
+        let authn_config = webhook_kubeconfig("authenticate")?;
+        let authz_config = webhook_kubeconfig("authorize")?;
+
         let api_addr = free_port()?;
         let mut apiserver = Command::new(&bins.kube_apiserver);
         apiserver
@@ -121,7 +139,18 @@ impl ControlPlane {
             .arg(format!("--service-account-issuer=https://{api_addr}"))
             .arg(format!("--service-account-key-file={}", pki.sa_pub.display()))
             .arg(format!("--service-account-signing-key-file={}", pki.sa_key.display()))
-            .arg("--authorization-mode=RBAC")
+            .arg("--authorization-mode=RBAC,Webhook")
+            .arg(format!("--authorization-webhook-config-file={}", authz_config.display()))
+            .args([
+                "--authorization-webhook-version=v1",
+                "--authorization-webhook-cache-authorized-ttl=2s",
+                "--authorization-webhook-cache-unauthorized-ttl=1s",
+            ])
+            .arg(format!("--authentication-token-webhook-config-file={}", authn_config.display()))
+            .args([
+                "--authentication-token-webhook-version=v1",
+                "--authentication-token-webhook-cache-ttl=1s",
+            ])
             .arg("--enable-admission-plugins=NamespaceLifecycle,MutatingAdmissionWebhook,ValidatingAdmissionWebhook")
             .arg("--disable-admission-plugins=ServiceAccount")
             .args(["--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true"])
@@ -164,6 +193,7 @@ impl ControlPlane {
 
         step.done();
         Ok(Self {
+            authn_authz_webhooks: (webhooks_addr, pki.webhooks_crt.clone(), pki.webhooks_key.clone()),
             run_dir,
             kubeconfig,
             kubectl: bins.kubectl.clone(),

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! ca.crt/ca.key ──signs──► apiserver.crt/.key  (serverAuth; IP 127.0.0.1, 10.0.0.1; DNS localhost, kubernetes.default.svc)
-//!               └─signs──► admin.crt/.key      (clientAuth; CN=ksiam-admin, O=system:masters)
+//!               ├─signs──► admin.crt/.key      (clientAuth; CN=ksiam-admin, O=system:masters)
+//!               └─signs──► ksiam-webhooks.crt/.key (serverAuth; IP 127.0.0.1: ksiam's TokenReview + SubjectAccessReview webhooks)
 //! sa.key/sa.pub            ServiceAccount token signing key pair (ECDSA P-256)
 //! ```
 
@@ -31,6 +32,8 @@ pub struct Pki {
     pub admin_key: PathBuf,
     pub sa_key: PathBuf,
     pub sa_pub: PathBuf,
+    pub webhooks_crt: PathBuf,
+    pub webhooks_key: PathBuf,
 }
 
 /// Generates the CA, the serving and admin certificates and the ServiceAccount key pair into `dir`.
@@ -71,6 +74,15 @@ pub fn generate(dir: &Path) -> anyhow::Result<Pki> {
     let admin_key = KeyPair::generate()?;
     let admin_cert = admin.signed_by(&admin_key, &ca)?;
 
+    let mut webhooks = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+    webhooks
+        .distinguished_name
+        .push(DnType::CommonName, "ksiam-webhooks");
+    webhooks.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    webhooks.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let webhooks_key = KeyPair::generate()?;
+    let webhooks_cert = webhooks.signed_by(&webhooks_key, &ca)?;
+
     let sa = KeyPair::generate()?;
 
     let pki = Pki {
@@ -82,7 +94,11 @@ pub fn generate(dir: &Path) -> anyhow::Result<Pki> {
         admin_key: dir.join("admin.key"),
         sa_key: dir.join("sa.key"),
         sa_pub: dir.join("sa.pub"),
+        webhooks_crt: dir.join("ksiam-webhooks.crt"),
+        webhooks_key: dir.join("ksiam-webhooks.key"),
     };
+    write_public(&pki.webhooks_crt, &webhooks_cert.pem())?;
+    write_secret(&pki.webhooks_key, &webhooks_key.serialize_pem())?;
     write_public(&pki.ca_crt, &ca.pem())?;
     write_secret(&dir.join("ca.key"), &ca_key_pem)?;
     write_public(&pki.apiserver_crt, &serving_cert.pem())?;

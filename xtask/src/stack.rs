@@ -39,6 +39,10 @@ pub struct Stack {
 pub struct KsiamAll {
     pub gateway: String,
     pub jwt_secret_file: PathBuf,
+    /// `http://127.0.0.1:PORT` of the authorizer's gRPC API.
+    pub authz_grpc: String,
+    /// The file holding the pid of the running `ksiam all` (it changes when the process is restarted).
+    pub pid_file: PathBuf,
 }
 
 // === impl Stack ===
@@ -69,6 +73,9 @@ impl Stack {
         if let Some(k) = &self.ksiam {
             env.push(("KSIAM_GATEWAY", k.gateway.clone()));
             env.push(("KSIAM_JWT_SECRET_FILE", k.jwt_secret_file.display().to_string()));
+            env.push(("KSIAM_AUTHZ_GRPC", k.authz_grpc.clone()));
+            env.push(("KSIAM_AUTHZ_ADDR", k.authz_grpc.clone()));
+            env.push(("KSIAM_PID_FILE", k.pid_file.display().to_string()));
         }
         env
     }
@@ -201,16 +208,36 @@ fn build_ksiam(root: &Path) -> anyhow::Result<Option<PathBuf>> {
 /// Starts `ksiam all` against the control plane and waits until its gateway accepts connections.
 ///
 /// Its configuration goes through the environment (clap `env` fallbacks), so flags can still change:
-/// `KUBECONFIG`, `KSIAM_JWT_SECRET_FILE` (the HS256 secret) and `KSIAM_GATEWAY_LISTEN` (`127.0.0.1:<port>`).
+/// `KUBECONFIG`, `KSIAM_JWT_SECRET_FILE` (the HS256 secret), `KSIAM_GATEWAY_LISTEN`, the authorizer's gRPC
+/// and webhook listeners and the webhook's serving certificate (the one kube-apiserver was told to trust).
+///
+/// Like a kubelet, the stack restarts `ksiam all` when it is killed (SIGKILL, exit 137) — the fault tests
+/// kill it on purpose, reading its current pid from `ksiam.pid`. Any other exit stops the loop, so a
+/// process that fails on start-up still fails the start.
 fn start_ksiam(cp: &mut ControlPlane, bin: &Path) -> anyhow::Result<KsiamAll> {
     let jwt_secret_file = cp.run_dir.join("jwt-secret");
     crate::pki::write_secret(&jwt_secret_file, &crate::pki::random_hex(32)?)?;
     let listen = free_port()?;
-    let mut cmd = Command::new(bin);
-    cmd.arg("all")
+    let grpc = free_port()?;
+    let pid_file = cp.run_dir.join("ksiam.pid");
+    let (webhooks, crt, key) = cp.authn_authz_webhooks.clone();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(
+            "while :; do \"$@\" & echo $! > \"$KSIAM_PID_FILE\"; wait $!; rc=$?; \
+             [ $rc -eq 137 ] || exit $rc; echo 'ksiam all was killed: restarting' >&2; done",
+        )
+        .arg("ksiam-restarter")
+        .arg(bin)
+        .arg("all")
+        .env("KSIAM_PID_FILE", &pid_file)
         .env("KUBECONFIG", &cp.kubeconfig)
         .env("KSIAM_JWT_SECRET_FILE", &jwt_secret_file)
-        .env("KSIAM_GATEWAY_LISTEN", listen.to_string());
+        .env("KSIAM_GATEWAY_LISTEN", listen.to_string())
+        .env("KSIAM_AUTHZ_GRPC_LISTEN", grpc.to_string())
+        .env("KSIAM_AUTHZ_WEBHOOK_LISTEN", webhooks.to_string())
+        .env("KSIAM_AUTHZ_TLS_CERT_FILE", crt)
+        .env("KSIAM_AUTHZ_TLS_KEY_FILE", key);
     cp.procs.spawn("ksiam", cmd, &cp.run_dir.join("ksiam.log"))?;
     cp.procs.wait_ready("ksiam", Duration::from_secs(60), || {
         std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(1)).is_ok()
@@ -218,6 +245,8 @@ fn start_ksiam(cp: &mut ControlPlane, bin: &Path) -> anyhow::Result<KsiamAll> {
     Ok(KsiamAll {
         gateway: format!("http://{listen}"),
         jwt_secret_file,
+        authz_grpc: format!("http://{grpc}"),
+        pid_file,
     })
 }
 

@@ -26,7 +26,7 @@ enum Command {
     /// Run every service in one process (controllers, webhook, gateway).
     All(serve::AllArgs),
     /// Run the controllers (ServiceAccount tokens, token filler, built-in roles).
-    Controller(serve::Common),
+    Controller(serve::ControllerArgs),
 }
 
 /// `EX_USAGE` from sysexits.h.
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Token(cmd) => token::run(cmd, &mut std::io::stdout()),
         Command::All(args) => service(&args.common.log_format.clone(), serve::all(args)),
-        Command::Controller(args) => service(&args.log_format.clone(), serve::controller(args)),
+        Command::Controller(args) => service(&args.common.log_format.clone(), serve::controller(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use clap::Args;
+use ksiam_controller::Readiness;
 use ksiam_token::{DEFAULT_ISSUER, Issuer, KeySet};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -22,11 +23,64 @@ pub struct Common {
     pub log_format: String,
 }
 
+/// Leader election: only the Lease holder runs the controllers.
+#[derive(Args, Clone, Debug)]
+pub struct LeaseArgs {
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "KSIAM_LEASE_NAMESPACE", default_value = "kubesphere-system")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "KSIAM_LEASE_NAME", default_value = "ksiam-controller")]
+    pub lease_name: String,
+    /// This replica's identity; defaults to `$POD_NAME`, then the host name. A restarted replica with the
+    /// same identity takes its Lease back at once.
+    #[arg(long, env = "KSIAM_LEASE_IDENTITY")]
+    pub lease_identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, env = "KSIAM_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    pub lease_duration_seconds: u64,
+}
+
+impl LeaseArgs {
+    fn config(&self) -> ksiam_controller::lease::LeaseConfig {
+        let identity = self
+            .lease_identity
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| "ksiam".to_owned());
+        let mut config =
+            ksiam_controller::lease::LeaseConfig::new(&self.lease_namespace, &self.lease_name, identity);
+        config.duration = std::time::Duration::from_secs(self.lease_duration_seconds);
+        config.renew_every = config.duration / 5;
+        config
+    }
+}
+
+/// `ksiam controller` flags.
+#[derive(Args, Clone, Debug)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+    /// Where `/livez`, `/readyz` and `/healthz` are served.
+    #[arg(long, env = "KSIAM_ADMIN_LISTEN", default_value = "127.0.0.1:9093")]
+    pub admin_listen: SocketAddr,
+}
+
 /// `ksiam all` flags.
 #[derive(Args, Clone, Debug)]
 pub struct AllArgs {
     #[command(flatten)]
     pub common: Common,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
     /// Where the gateway (for now: health endpoints) listens.
     #[arg(long, env = "KSIAM_GATEWAY_LISTEN", default_value = "127.0.0.1:9090")]
     pub gateway_listen: SocketAddr,
@@ -73,29 +127,51 @@ fn shutdown_on_signals(token: CancellationToken) {
     });
 }
 
-async fn controllers(client: kube::Client, issuer: Issuer, shutdown: CancellationToken) {
+/// Runs the controllers while this replica holds the leader Lease; an error means the Lease was lost.
+async fn controllers(
+    client: kube::Client,
+    issuer: Issuer,
+    lease: &LeaseArgs,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let issuer = Arc::new(ksiam_controller::UniqueIssuer::new(issuer));
-    let ctx = Arc::new(ksiam_controller::serviceaccount::Context::new(
-        client.clone(),
-        issuer,
-    ));
-    tokio::join!(
-        ksiam_controller::serviceaccount::run(ctx.clone(), shutdown.clone().cancelled_owned()),
-        ksiam_controller::filler::run(ctx, shutdown.clone().cancelled_owned()),
-        ksiam_controller::roles::run(client, || shutdown.clone().cancelled_owned()),
+    let ctx = Arc::new(
+        ksiam_controller::serviceaccount::Context::new(client.clone(), issuer)
+            .with_readiness(readiness.clone()),
     );
+    ksiam_controller::lease::run_as_leader(client.clone(), lease.config(), shutdown, |stop| async move {
+        tokio::join!(
+            ksiam_controller::serviceaccount::run(ctx.clone(), stop.clone().cancelled_owned()),
+            ksiam_controller::filler::run(ctx, stop.clone().cancelled_owned()),
+            ksiam_controller::roles::run(client, readiness, || stop.clone().cancelled_owned()),
+        );
+    })
+    .await?;
+    Ok(())
 }
 
 /// `ksiam controller`.
-pub async fn controller(common: Common) -> anyhow::Result<()> {
-    let issuer = issuer(&common)?;
+pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let issuer = issuer(&args.common)?;
     let client = kube::Client::try_default()
         .await
         .context("cannot configure the Kubernetes client")?;
     let shutdown = CancellationToken::new();
     shutdown_on_signals(shutdown.clone());
-    controllers(client, issuer, shutdown).await;
-    Ok(())
+    let readiness = Readiness::default();
+    let listener = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
+    let (result, ()) = tokio::join!(
+        async {
+            let result = controllers(client, issuer, &args.lease, readiness.clone(), shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        },
+        health::serve(listener, readiness.clone(), shutdown.clone()),
+    );
+    result
 }
 
 /// `ksiam all`: every service in one process.
@@ -106,6 +182,17 @@ pub async fn all(args: AllArgs) -> anyhow::Result<()> {
         .context("cannot configure the Kubernetes client")?;
     let shutdown = CancellationToken::new();
     shutdown_on_signals(shutdown.clone());
+    let readiness = Readiness::default();
+
+    // Revocation: the tokens token Secrets hold right now.
+    let live = Arc::new(ksiam_token::LiveTokens::default());
+    let live_synced = readiness.register("token-secrets");
+    let live_watch = tokio::spawn(ksiam_controller::live::run(
+        client.clone(),
+        live.clone(),
+        live_synced,
+        shutdown.clone().cancelled_owned(),
+    ));
 
     let webhook = {
         let (client, shutdown) = (client.clone(), shutdown.clone());
@@ -119,15 +206,20 @@ pub async fn all(args: AllArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.gateway_listen))?;
     info!(listen = %args.gateway_listen, "ksiam all started");
-    let (_, _, webhook) = tokio::join!(
-        controllers(client, issuer, shutdown.clone()),
-        health::serve(listener, shutdown),
-        webhook
+    let (controllers, (), webhook, _) = tokio::join!(
+        async {
+            let result = controllers(client, issuer, &args.lease, readiness.clone(), shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        },
+        health::serve(listener, readiness.clone(), shutdown.clone()),
+        webhook,
+        live_watch,
     );
     webhook
         .context("webhook task panicked")?
         .context("webhook failed")?;
-    Ok(())
+    controllers
 }
 
 async fn wait_for_webhook_registration(
@@ -151,16 +243,17 @@ async fn wait_for_webhook_registration(
     anyhow::bail!("the webhook did not register itself within 30 s")
 }
 
-/// A minimal health server on the gateway port until the gateway replaces it.
+/// `/livez`, `/healthz` and `/readyz` (until the gateway serves them on its port in `ksiam all`).
 mod health {
     use std::convert::Infallible;
 
     use http_body_util::Full;
     use hyper::{Request, Response, StatusCode, body::Bytes, service::service_fn};
     use hyper_util::rt::{TokioExecutor, TokioIo};
+    use ksiam_controller::Readiness;
     use tokio_util::sync::CancellationToken;
 
-    pub async fn serve(listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+    pub async fn serve(listener: tokio::net::TcpListener, readiness: Readiness, shutdown: CancellationToken) {
         loop {
             let (stream, _) = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -172,15 +265,24 @@ mod health {
                     }
                 },
             };
+            let readiness = readiness.clone();
             tokio::spawn(async move {
-                let service = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let (status, body) = match req.uri().path() {
-                        "/healthz" | "/livez" | "/readyz" => (StatusCode::OK, "ok"),
-                        _ => (StatusCode::NOT_FOUND, "404 page not found"),
-                    };
-                    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-                    *resp.status_mut() = status;
-                    Ok::<_, Infallible>(resp)
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let readiness = readiness.clone();
+                    async move {
+                        let (status, body) = match req.uri().path() {
+                            "/healthz" | "/livez" => (StatusCode::OK, "ok".to_owned()),
+                            "/readyz" if readiness.is_ready() => (StatusCode::OK, "ok".to_owned()),
+                            "/readyz" => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("not ready: waiting for {}", readiness.pending().join(", ")),
+                            ),
+                            _ => (StatusCode::NOT_FOUND, "404 page not found".to_owned()),
+                        };
+                        let mut resp = Response::new(Full::new(Bytes::from(body)));
+                        *resp.status_mut() = status;
+                        Ok::<_, Infallible>(resp)
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)

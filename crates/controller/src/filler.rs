@@ -19,7 +19,10 @@ use crate::{Error, serviceaccount::Context};
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let secrets: Api<Secret> = Api::all(ctx.client.clone());
     let wc = watcher::Config::default().fields(&format!("type={}", c::SERVICE_ACCOUNT_TOKEN_SECRET_TYPE));
-    Controller::new(secrets, wc)
+    let ready = ctx.readiness.register("token-secret-filler");
+    let controller = Controller::new(secrets, wc);
+    tokio::spawn(ready.when_synced(controller.store()));
+    controller
         .graceful_shutdown_on(shutdown)
         .run(
             reconcile,

@@ -4,10 +4,16 @@
 //!   workloads whose pods mount a stale token Secret.
 //! - [`filler`]: hand-made token Secrets without a token get one.
 //! - [`roles`]: built-in role provisioning for workspaces and namespaces.
+//! - [`live`]: the set of live tokens (revocation), fed from a watch on token Secrets.
+//! - [`lease`]: leader election; only the Lease holder runs the controllers above.
 
 pub mod filler;
+pub mod lease;
+pub mod live;
 pub mod roles;
 pub mod serviceaccount;
+
+use std::sync::Arc;
 
 /// Issues ServiceAccount tokens (in memory in `ksiam all`, or through the token service).
 pub trait TokenIssuer: Send + Sync {
@@ -118,4 +124,61 @@ pub enum Error {
     /// Anything else.
     #[error("{0}")]
     Internal(String),
+}
+
+/// Which components have synced their watches (`/readyz`).
+#[derive(Clone, Debug, Default)]
+pub struct Readiness {
+    components: Arc<parking_lot::Mutex<std::collections::BTreeMap<&'static str, bool>>>,
+}
+
+impl Readiness {
+    /// Registers a component that is not ready yet.
+    pub fn register(&self, name: &'static str) -> Ready {
+        self.components.lock().insert(name, false);
+        Ready {
+            name,
+            readiness: self.clone(),
+        }
+    }
+
+    /// Whether every registered component is ready.
+    pub fn is_ready(&self) -> bool {
+        self.components.lock().values().all(|r| *r)
+    }
+
+    /// The components that are not ready yet.
+    pub fn pending(&self) -> Vec<&'static str> {
+        self.components
+            .lock()
+            .iter()
+            .filter(|(_, r)| !**r)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+}
+
+/// One component's readiness switch.
+#[derive(Clone, Debug)]
+pub struct Ready {
+    name: &'static str,
+    readiness: Readiness,
+}
+
+impl Ready {
+    /// Marks the component ready (or not).
+    pub fn set(&self, ready: bool) {
+        self.readiness.components.lock().insert(self.name, ready);
+    }
+
+    /// Marks the component ready once the controller's store has its first complete list.
+    pub async fn when_synced<K>(self, store: kube::runtime::reflector::Store<K>)
+    where
+        K: kube::Resource + Clone + 'static,
+        K::DynamicType: Clone + Eq + std::hash::Hash,
+    {
+        if store.wait_until_ready().await.is_ok() {
+            self.set(true);
+        }
+    }
 }

@@ -79,7 +79,7 @@ fn apply_params() -> PatchParams {
 }
 
 /// Runs both provisioners until the futures made by `shutdown` resolve.
-pub async fn run<F>(client: Client, shutdown: impl Fn() -> F)
+pub async fn run<F>(client: Client, readiness: crate::Readiness, shutdown: impl Fn() -> F)
 where
     F: std::future::Future<Output = ()> + Send + Sync + 'static,
 {
@@ -87,25 +87,37 @@ where
     let templates = Controller::new(
         Api::<WorkspaceTemplate>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown())
-    .run(reconcile_workspace, error_policy, ctx.clone())
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            warn!(error = %e, "workspace role provisioning failed");
-        }
-    });
+    );
+    tokio::spawn(
+        readiness
+            .register("workspace-roles")
+            .when_synced(templates.store()),
+    );
+    let templates = templates
+        .graceful_shutdown_on(shutdown())
+        .run(reconcile_workspace, error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                warn!(error = %e, "workspace role provisioning failed");
+            }
+        });
     let namespaces = Controller::new(
         Api::<Namespace>::all(client),
         watcher::Config::default().labels(c::WORKSPACE_LABEL),
-    )
-    .graceful_shutdown_on(shutdown())
-    .run(reconcile_namespace, error_policy, ctx)
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            warn!(error = %e, "namespace role provisioning failed");
-        }
-    });
+    );
+    tokio::spawn(
+        readiness
+            .register("namespace-roles")
+            .when_synced(namespaces.store()),
+    );
+    let namespaces = namespaces
+        .graceful_shutdown_on(shutdown())
+        .run(reconcile_namespace, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                warn!(error = %e, "namespace role provisioning failed");
+            }
+        });
     futures::join!(templates, namespaces);
 }
 

@@ -46,6 +46,8 @@ pub struct Context {
     pub issuer: Arc<dyn TokenIssuer>,
     /// Publishes events.
     pub recorder: Recorder,
+    /// Reports when the watches have synced.
+    pub readiness: crate::Readiness,
 }
 
 impl Context {
@@ -59,7 +61,14 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             issuer,
+            readiness: crate::Readiness::default(),
         }
+    }
+
+    /// Reports watch sync to `readiness`.
+    pub fn with_readiness(mut self, readiness: crate::Readiness) -> Self {
+        self.readiness = readiness;
+        self
     }
 }
 
@@ -70,7 +79,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let secrets: Api<Secret> = Api::all(client);
     let token_secrets =
         watcher::Config::default().fields(&format!("type={}", c::SERVICE_ACCOUNT_TOKEN_SECRET_TYPE));
-    Controller::new(sas, watcher::Config::default())
+    let ready = ctx.readiness.register("serviceaccount-controller");
+    let controller = Controller::new(sas, watcher::Config::default());
+    tokio::spawn(ready.when_synced(controller.store()));
+    controller
         .watches(secrets, token_secrets, |secret: Secret| {
             let name = secret
                 .annotations()

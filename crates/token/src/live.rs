@@ -45,6 +45,19 @@ impl LiveTokens {
         }
     }
 
+    /// Releases every Secret for which `keep` returns false (after a watch re-list).
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        let mut inner = self.inner.write();
+        let gone: Vec<String> = inner.by_secret.keys().filter(|k| !keep(k)).cloned().collect();
+        let mut changed = false;
+        for key in gone {
+            changed |= inner.release(&key);
+        }
+        if changed {
+            inner.generation += 1;
+        }
+    }
+
     /// Whether some Secret holds the token with this id.
     pub fn is_live(&self, token_id: &str) -> bool {
         self.inner.read().counts.contains_key(token_id)
@@ -78,5 +91,26 @@ impl Inner {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_lives_while_some_secret_holds_it() {
+        let live = LiveTokens::default();
+        live.hold("ns/a", "t1");
+        live.hold("ns/b", "t1");
+        live.hold("ns/c", "t2");
+        live.release("ns/a");
+        assert!(live.is_live(&token_id("t1")), "ns/b still holds it");
+        live.retain(|k| k != "ns/b");
+        assert!(!live.is_live(&token_id("t1")));
+        assert!(live.is_live(&token_id("t2")));
+        live.hold("ns/c", "t3");
+        assert!(!live.is_live(&token_id("t2")), "replaced");
+        assert_eq!(live.len(), 1);
     }
 }

@@ -1,0 +1,189 @@
+//! Idempotency under faults: ServiceAccounts created while the process running the controllers is killed
+//! (SIGKILL, no chance to clean up) and restarted at random moments. Afterwards every ServiceAccount has
+//! exactly one token Secret, recorded in its `secrets`, and no token Secret is orphaned.
+//!
+//! `cargo xtask e2e` restarts a killed `ksiam all` like a kubelet would and keeps its current pid in
+//! `KSIAM_PID_FILE`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::ToSocketAddrs as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ksiam_e2e::{TestNamespace, get_json, kubectl_with_stdin, poll};
+
+const SERVICE_ACCOUNTS: usize = 200;
+const BATCH: usize = 20;
+
+/// A small deterministic generator; the seed is printed so a failing run can be replayed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn pid_file() -> anyhow::Result<std::path::PathBuf> {
+    std::env::var_os("KSIAM_PID_FILE")
+        .map(Into::into)
+        .ok_or_else(|| anyhow::anyhow!("KSIAM_PID_FILE is not set: run via `cargo xtask e2e`"))
+}
+
+fn current_pid() -> anyhow::Result<u32> {
+    Ok(std::fs::read_to_string(pid_file()?)?.trim().parse()?)
+}
+
+fn gateway_accepts() -> bool {
+    let Ok(gateway) = std::env::var("KSIAM_GATEWAY") else {
+        return false;
+    };
+    let hostport = gateway
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+}
+
+/// Kills `ksiam all` with SIGKILL and waits until its replacement serves again.
+fn kill_and_wait_for_restart() -> anyhow::Result<Duration> {
+    let old = current_pid()?;
+    let status = std::process::Command::new("kill")
+        .args(["-9", &old.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -9 {old} failed");
+    let start = Instant::now();
+    poll("ksiam all to be restarted", Duration::from_secs(60), || {
+        Ok((current_pid()? != old && gateway_accepts()).then_some(()))
+    })?;
+    Ok(start.elapsed())
+}
+
+fn manifest(ns: &str, names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("apiVersion: kubesphere.io/v1alpha1\nkind: ServiceAccount\nmetadata:\n  name: {n}\n  namespace: {ns}\n"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[test]
+fn service_accounts_get_exactly_one_token_secret_while_the_controller_is_killed() -> anyhow::Result<()> {
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64 | 1;
+    eprintln!("fault schedule seed: {seed}");
+    let mut rng = XorShift(seed);
+    let ns = TestNamespace::create("fault")?;
+    let names: Vec<String> = (0..SERVICE_ACCOUNTS).map(|i| format!("sa-{i:03}")).collect();
+
+    let mut kills = 0;
+    for batch in names.chunks(BATCH) {
+        kubectl_with_stdin(&["apply", "-f", "-"], &manifest(ns.name(), batch))?;
+        // Kill in about two batches out of three, at a random moment while the batch is being reconciled.
+        if rng.next() % 3 != 0 {
+            std::thread::sleep(Duration::from_millis(rng.next() % 400));
+            let down = kill_and_wait_for_restart()?;
+            kills += 1;
+            eprintln!(
+                "killed ksiam all after batch starting {}; back after {down:?}",
+                batch[0]
+            );
+        }
+    }
+    // At least one kill always happens, so the test never passes without a fault.
+    if kills == 0 {
+        kill_and_wait_for_restart()?;
+        kills = 1;
+    }
+    eprintln!("{kills} kills during {SERVICE_ACCOUNTS} creations");
+
+    // Converged: every ServiceAccount records exactly one Secret.
+    poll(
+        "every ServiceAccount to have its token Secret",
+        Duration::from_secs(120),
+        || {
+            let sas = get_json(&[
+                "get",
+                "serviceaccounts.kubesphere.io",
+                "-n",
+                ns.name(),
+                "-o",
+                "json",
+            ])?;
+            let done = sas["items"].as_array().map_or(0, |items| {
+                items
+                    .iter()
+                    .filter(|sa| sa["secrets"].as_array().is_some_and(|s| !s.is_empty()))
+                    .count()
+            });
+            Ok((done == SERVICE_ACCOUNTS).then_some(()))
+        },
+    )?;
+    // Let any reconcile still in flight finish before judging.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let sas = get_json(&[
+        "get",
+        "serviceaccounts.kubesphere.io",
+        "-n",
+        ns.name(),
+        "-o",
+        "json",
+    ])?;
+    let secrets = get_json(&[
+        "get",
+        "secrets",
+        "-n",
+        ns.name(),
+        "--field-selector",
+        "type=kubesphere.io/service-account-token",
+        "-o",
+        "json",
+    ])?;
+    let mut by_sa: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in secrets["items"].as_array().into_iter().flatten() {
+        let sa = s["metadata"]["annotations"]["kubesphere.io/service-account.name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let name = s["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        anyhow::ensure!(
+            s["data"]["token"].as_str().is_some_and(|t| !t.is_empty()),
+            "token Secret {name} has no token"
+        );
+        by_sa.entry(sa).or_default().push(name);
+    }
+    let sa_names: BTreeSet<String> = sas["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|sa| sa["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(sa_names.len(), SERVICE_ACCOUNTS);
+    let orphans: Vec<_> = by_sa.keys().filter(|sa| !sa_names.contains(*sa)).collect();
+    assert!(
+        orphans.is_empty(),
+        "token Secrets of no ServiceAccount: {orphans:?}"
+    );
+    for sa in sas["items"].as_array().into_iter().flatten() {
+        let name = sa["metadata"]["name"].as_str().unwrap_or_default();
+        let held = by_sa.get(name).cloned().unwrap_or_default();
+        assert_eq!(held.len(), 1, "ServiceAccount {name} has token Secrets {held:?}");
+        let recorded: Vec<&str> = sa["secrets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["name"].as_str())
+            .collect();
+        assert_eq!(
+            recorded,
+            [held[0].as_str()],
+            "ServiceAccount {name} records {recorded:?}"
+        );
+    }
+    Ok(())
+}
