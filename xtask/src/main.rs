@@ -2,6 +2,7 @@
 //!
 //! Every command CI runs goes through here, so a developer runs exactly what CI runs.
 
+mod cluster_bench;
 mod codegen;
 mod control_plane;
 mod k8s_bin;
@@ -42,6 +43,8 @@ enum Command {
     Down,
     /// Everything CI runs: fmt, clippy, codegen check, unit/property tests, e2e on a fresh control plane.
     Test,
+    /// Admission latency through kube-apiserver and the fill time of 1,000 token Secrets (release build).
+    ClusterBench,
     /// The e2e suite only.
     E2e {
         #[arg(long, value_enum, default_value_t = control_plane::Backend::Local)]
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Command::Up { detach } => control_plane::up(&root, detach),
         Command::Down => control_plane::down(&root),
         Command::Test => control_plane::test(&root),
+        Command::ClusterBench => cluster_bench::run(&root),
         Command::E2e { backend, args } => control_plane::e2e(&root, backend, &args),
     }
 }

@@ -50,8 +50,13 @@ pub struct KsiamAll {
 impl Stack {
     /// Builds what is missing and starts everything in `run_dir`.
     pub fn start(root: &Path, run_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_profile(root, run_dir, "dev")
+    }
+
+    /// Like [`Stack::start`], with `ksiam` built in the cargo profile `profile` (`dev` or `release`).
+    pub fn start_with_profile(root: &Path, run_dir: &Path, profile: &str) -> anyhow::Result<Self> {
         let bins = k8s_bin::ensure(root)?;
-        let ksiam_bin = build_ksiam(root)?;
+        let ksiam_bin = build_ksiam(root, profile)?;
         let mut cp = ControlPlane::start(&bins, run_dir)?;
         bootstrap(root, &cp.kubectl())?;
         let ksiam = match ksiam_bin {
@@ -167,7 +172,7 @@ fn has_yaml(dir: &Path) -> anyhow::Result<bool> {
 
 /// Builds the `ksiam` binary if the workspace has that package; `None` while it (or its `all` subcommand) does
 /// not exist yet.
-fn build_ksiam(root: &Path) -> anyhow::Result<Option<PathBuf>> {
+fn build_ksiam(root: &Path, profile: &str) -> anyhow::Result<Option<PathBuf>> {
     let metadata = process::run(Command::new(cargo()).current_dir(root).args([
         "metadata",
         "--no-deps",
@@ -185,17 +190,23 @@ fn build_ksiam(root: &Path) -> anyhow::Result<Option<PathBuf>> {
     if !has_bin {
         return Ok(None);
     }
-    let step = Step::start("cargo build -p ksiam");
-    process::run_inherit(
-        Command::new(cargo())
-            .current_dir(root)
-            .args(["build", "-p", "ksiam", "--bin", "ksiam"]),
-    )?;
+    let step = Step::start(format!("cargo build --profile {profile} -p ksiam"));
+    process::run_inherit(Command::new(cargo()).current_dir(root).args([
+        "build",
+        "--profile",
+        profile,
+        "-p",
+        "ksiam",
+        "--bin",
+        "ksiam",
+    ]))?;
     step.done();
     let dir = metadata["target_directory"]
         .as_str()
         .context("cargo metadata: no target_directory")?;
-    let bin = Path::new(dir).join("debug").join("ksiam");
+    let bin = Path::new(dir)
+        .join(if profile == "dev" { "debug" } else { profile })
+        .join("ksiam");
     let has_all = Command::new(&bin)
         .args(["all", "--help"])
         .stdout(std::process::Stdio::null())

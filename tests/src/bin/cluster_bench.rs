@@ -1,0 +1,301 @@
+//! Cluster-level benchmarks on the real control plane (run by `cargo xtask cluster-bench`, which starts the
+//! stack and exports its environment):
+//!
+//! 1. Pod admission through kube-apiserver: sequential `POST pods?dryRun=All` on one kept-alive connection,
+//!    with the `kubesphere.io/serviceaccount-name` annotation (our webhook patches) and without it (our
+//!    webhook is called and allows unpatched) — p50/p90/p99 and req/s.
+//! 2. Token Secret fill: create 1,000 `ServiceAccount.kubesphere.io` objects (4 concurrent connections) and
+//!    time until every one records a token Secret holding a token.
+//!
+//! Prints a Markdown table per measurement. Measurements, not assertions: this program fails only when the
+//! stack misbehaves (a request fails, a Secret never appears).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+
+struct Api {
+    addr: String,
+    token: String,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl Api {
+    fn from_env() -> anyhow::Result<Self> {
+        let run_dir = PathBuf::from(
+            std::env::var_os("KSIAM_E2E_RUN_DIR")
+                .context("KSIAM_E2E_RUN_DIR is not set: run via `cargo xtask cluster-bench`")?,
+        );
+        let kubeconfig: Value = serde_yaml::from_str(&std::fs::read_to_string(
+            std::env::var("KUBECONFIG").context("KUBECONFIG is not set")?,
+        )?)?;
+        let server = kubeconfig["clusters"][0]["cluster"]["server"]
+            .as_str()
+            .context("kubeconfig has no server")?;
+        let addr = server.trim_start_matches("https://").to_owned();
+        let token = std::fs::read_to_string(run_dir.join("admin-token"))?
+            .trim()
+            .to_owned();
+        let ca = CertificateDer::from_pem_file(run_dir.join("pki").join("ca.crt"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            addr,
+            token,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let tcp = tokio::net::TcpStream::connect(&self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let tls = self
+            .tls
+            .connect(ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
+            .await?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        Ok(send)
+    }
+
+    async fn call(
+        &self,
+        send: &mut SendRequest<Full<Bytes>>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let body = body
+            .map(|b| serde_json::to_vec(b))
+            .transpose()?
+            .unwrap_or_default();
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.addr)
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .body(Full::new(Bytes::from(body)))?;
+        send.ready().await?;
+        let resp = send.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+async fn admission(api: &Api, ns: &str, annotated: bool, n: usize) -> anyhow::Result<()> {
+    let mut send = api.connect().await?;
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "bench-", "namespace": ns},
+        "spec": {"containers": [{"name": "app", "image": "alpine:3.20", "command": ["sleep", "1d"]}]}
+    });
+    if annotated {
+        pod["metadata"]["annotations"] = json!({"kubesphere.io/serviceaccount-name": "sample"});
+    }
+    let path = format!("/api/v1/namespaces/{ns}/pods?dryRun=All");
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..(n + 50) {
+        let start = Instant::now();
+        let (status, body) = api.call(&mut send, Method::POST, &path, Some(&pod)).await?;
+        let took = start.elapsed();
+        ensure!(status == 201, "dry-run create returned {status}: {body}");
+        if i == 0 {
+            let mounted = body["spec"]["volumes"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|v| v["name"] == "kubesphere-service-account"));
+            ensure!(
+                mounted == annotated,
+                "webhook patch presence {mounted}, expected {annotated}: {body}"
+            );
+        }
+        if i >= 50 {
+            latencies.push(took);
+        }
+    }
+    let total: Duration = latencies.iter().sum();
+    latencies.sort();
+    println!(
+        "| dry-run Pod create, {} | {n} | {} | {} | {} | {:.0} |",
+        if annotated {
+            "annotated (patched)"
+        } else {
+            "not annotated (allowed unpatched)"
+        },
+        micros(percentile(&latencies, 0.5)),
+        micros(percentile(&latencies, 0.9)),
+        micros(percentile(&latencies, 0.99)),
+        n as f64 / total.as_secs_f64(),
+    );
+    Ok(())
+}
+
+async fn fill(api: Arc<Api>, ns: &str, n: usize) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let workers = 4;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let api = api.clone();
+        let ns = ns.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut send = api.connect().await?;
+            let path = format!("/apis/kubesphere.io/v1alpha1/namespaces/{ns}/serviceaccounts");
+            for i in (w..n).step_by(workers) {
+                let sa = json!({"apiVersion": "kubesphere.io/v1alpha1", "kind": "ServiceAccount",
+                                "metadata": {"name": format!("fill-{i:04}"), "namespace": ns}});
+                let (status, body) = api.call(&mut send, Method::POST, &path, Some(&sa)).await?;
+                ensure!(status == 201, "create ServiceAccount returned {status}: {body}");
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let created = start.elapsed();
+    let mut send = api.connect().await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let filled = loop {
+        let (_, sas) = api
+            .call(
+                &mut send,
+                Method::GET,
+                &format!("/apis/kubesphere.io/v1alpha1/namespaces/{ns}/serviceaccounts"),
+                None,
+            )
+            .await?;
+        let (_, secrets) = api
+            .call(
+                &mut send,
+                Method::GET,
+                &format!("/api/v1/namespaces/{ns}/secrets?fieldSelector=type%3Dkubesphere.io%2Fservice-account-token"),
+                None,
+            )
+            .await?;
+        let recorded = sas["items"].as_array().map_or(0, |i| {
+            i.iter()
+                .filter(|sa| sa["secrets"].as_array().is_some_and(|s| !s.is_empty()))
+                .count()
+        });
+        let with_token = secrets["items"].as_array().map_or(0, |i| {
+            i.iter()
+                .filter(|s| s["data"]["token"].as_str().is_some_and(|t| !t.is_empty()))
+                .count()
+        });
+        if recorded == n && with_token >= n {
+            break start.elapsed();
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "after 600 s only {recorded}/{n} ServiceAccounts record a Secret ({with_token} Secrets hold tokens)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "| {n} ServiceAccounts → {n} filled token Secrets | {:.2} s | {:.2} s | {:.0} SA/s |",
+        created.as_secs_f64(),
+        filled.as_secs_f64(),
+        n as f64 / filled.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn namespace(api: &Api, name: &str) -> anyhow::Result<()> {
+    let mut send = api.connect().await?;
+    let (status, body) = api
+        .call(
+            &mut send,
+            Method::POST,
+            "/api/v1/namespaces",
+            Some(&json!({"metadata": {"name": name}})),
+        )
+        .await?;
+    ensure!(
+        status == 201 || status == 409,
+        "create namespace {name}: {status} {body}"
+    );
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let n_admission: usize = std::env::var("KSIAM_BENCH_ADMISSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let n_sa: usize = std::env::var("KSIAM_BENCH_SERVICE_ACCOUNTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let api = Arc::new(Api::from_env()?);
+    let suffix = ksiam_e2e::random_suffix();
+
+    let ns = format!("bench-admission-{suffix}");
+    namespace(&api, &ns).await?;
+    let mut send = api.connect().await?;
+    let sa = json!({"apiVersion": "kubesphere.io/v1alpha1", "kind": "ServiceAccount",
+                    "metadata": {"name": "sample", "namespace": ns}});
+    let (status, body) = api
+        .call(
+            &mut send,
+            Method::POST,
+            &format!("/apis/kubesphere.io/v1alpha1/namespaces/{ns}/serviceaccounts"),
+            Some(&sa),
+        )
+        .await?;
+    ensure!(status == 201, "create ServiceAccount: {status} {body}");
+    let path = format!("/apis/kubesphere.io/v1alpha1/namespaces/{ns}/serviceaccounts/sample");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api.call(&mut send, Method::GET, &path, None).await?.1["secrets"]
+        .as_array()
+        .is_none_or(|s| s.is_empty())
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "ServiceAccount sample got no token Secret within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    println!("| Admission through kube-apiserver | requests | p50 | p90 | p99 | req/s |");
+    println!("|---|---|---|---|---|---|");
+    admission(&api, &ns, true, n_admission).await?;
+    admission(&api, &ns, false, n_admission).await?;
+    println!();
+
+    let ns = format!("bench-fill-{suffix}");
+    namespace(&api, &ns).await?;
+    println!("| Token Secret fill | all created after | all filled after | throughput |");
+    println!("|---|---|---|---|");
+    fill(api, &ns, n_sa).await?;
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! A KubeSphere ServiceAccount token against kube-apiserver itself, through ksiam's TokenReview and
+//! SubjectAccessReview webhooks (which `cargo xtask` configures): Forbidden without a binding, allowed with
+//! a KubeSphere RoleBinding, Unauthorized once its token Secret is deleted (revocation).
+
+use std::time::{Duration, Instant};
+
+use ksiam_e2e::{TestNamespace, e2e, kubectl, kubectl_with_stdin, poll, token_secret_name};
+
+/// Runs kubectl with nothing but `token` as credentials (no client certificate): `(succeeded, output)`.
+fn kubectl_with_token(token: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let admin: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&e2e().kubeconfig)?)?;
+    let cluster = &admin["clusters"][0]["cluster"];
+    let server = cluster["server"].as_str().unwrap_or_default();
+    let ca = cluster["certificate-authority"].as_str().map(str::to_owned);
+    let ca_data = cluster["certificate-authority-data"].as_str().map(str::to_owned);
+    let dir = std::env::temp_dir().join(format!("ksiam-e2e-token-{}", ksiam_e2e::random_suffix()));
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join("kubeconfig");
+    let ca_line = match (ca, ca_data) {
+        (Some(path), _) => format!("certificate-authority: {path}"),
+        (None, Some(data)) => format!("certificate-authority-data: {data}"),
+        (None, None) => anyhow::bail!("the admin kubeconfig names no CA"),
+    };
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    {ca_line}\n\
+             users:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sa}}\n\
+             current-context: c\n"
+        ),
+    )?;
+    let out = std::process::Command::new(&e2e().kubectl)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .output()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+fn token_in(ns: &str, secret: &str) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    poll(
+        &format!("the token of {ns}/{secret}"),
+        Duration::from_secs(30),
+        || {
+            let b64 = kubectl(&["get", "secret", secret, "-n", ns, "-o", "jsonpath={.data.token}"])?;
+            if b64.is_empty() {
+                return Ok(None);
+            }
+            let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim())?;
+            Ok(Some(String::from_utf8(raw)?))
+        },
+    )
+}
+
+#[test]
+fn kubectl_with_a_kubesphere_service_account_token_against_kube_apiserver() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("kubeauth")?;
+    let ns = ns.name();
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: kubesphere.io/v1alpha1\nkind: ServiceAccount\nmetadata:\n  name: reader\n  namespace: {ns}\n"
+        ),
+    )?;
+    let secret = token_secret_name(ns, "reader")?;
+    let token = token_in(ns, &secret)?;
+    let user = format!("kubesphere:serviceaccount:{ns}:reader");
+
+    // Authenticated (TokenReview) but not authorized: the SA has no binding.
+    let forbidden = poll(
+        "kube-apiserver to answer Forbidden",
+        Duration::from_secs(30),
+        || {
+            let (ok, out) = kubectl_with_token(&token, &["get", "pods", "-n", ns])?;
+            Ok((!ok && out.contains("Forbidden")).then_some(out))
+        },
+    )?;
+    assert!(
+        forbidden.contains(&format!(
+            r#"pods is forbidden: User "{user}" cannot list resource "pods" in API group "" in the namespace "{ns}""#
+        )),
+        "{forbidden}"
+    );
+
+    // A KubeSphere Role + RoleBinding (iam.kubesphere.io) makes it allowed.
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: iam.kubesphere.io/v1beta1\nkind: Role\nmetadata:\n  name: pod-reader\n  namespace: {ns}\n\
+             rules:\n- apiGroups: ['']\n  resources: ['pods']\n  verbs: ['get', 'list']\n---\n\
+             apiVersion: iam.kubesphere.io/v1beta1\nkind: RoleBinding\nmetadata:\n  name: reader-pods\n  namespace: {ns}\n\
+             roleRef:\n  apiGroup: iam.kubesphere.io\n  kind: Role\n  name: pod-reader\n\
+             subjects:\n- apiGroup: kubesphere.io\n  kind: ServiceAccount\n  name: reader\n  namespace: {ns}\n"
+        ),
+    )?;
+    let bound = Instant::now();
+    let allowed = poll("the RoleBinding to take effect", Duration::from_secs(30), || {
+        let (ok, out) = kubectl_with_token(&token, &["get", "pods", "-n", ns])?;
+        Ok(ok.then_some(out))
+    })?;
+    eprintln!(
+        "RoleBinding effective through kube-apiserver after {:?} (webhook caches: 1 s unauthorized)",
+        bound.elapsed()
+    );
+    assert!(allowed.contains("No resources found"), "{allowed}");
+    let (ok, out) = kubectl_with_token(&token, &["get", "pods", "-n", "kube-system"])?;
+    assert!(
+        !ok && out.contains("Forbidden"),
+        "other namespaces stay forbidden: {out}"
+    );
+    let (ok, out) = kubectl_with_token(&token, &["delete", "pods", "--all", "-n", ns])?;
+    assert!(
+        !ok && out.contains("Forbidden"),
+        "verbs outside the Role stay forbidden: {out}"
+    );
+
+    // Deleting the token Secret revokes the token; the controller issues a new one, which works.
+    kubectl(&["delete", "secret", &secret, "-n", ns])?;
+    let deleted = Instant::now();
+    let unauthorized = poll(
+        "the deleted Secret's token to be rejected",
+        Duration::from_secs(30),
+        || {
+            let (ok, out) = kubectl_with_token(&token, &["get", "pods", "-n", ns])?;
+            Ok((!ok && out.contains("Unauthorized")).then_some(out))
+        },
+    )?;
+    eprintln!(
+        "revoked token rejected by kube-apiserver after {:?} (token webhook cache: 1 s)",
+        deleted.elapsed()
+    );
+    assert!(
+        unauthorized.contains("You must be logged in to the server (Unauthorized)"),
+        "{unauthorized}"
+    );
+    let fresh_secret = poll("a new token Secret", Duration::from_secs(30), || {
+        let name = token_secret_name(ns, "reader")?;
+        Ok((name != secret).then_some(name))
+    })?;
+    let fresh = token_in(ns, &fresh_secret)?;
+    assert_ne!(fresh, token);
+    let (ok, out) = poll("the new token to work", Duration::from_secs(30), || {
+        let r = kubectl_with_token(&fresh, &["get", "pods", "-n", ns])?;
+        Ok(r.0.then_some(r))
+    })?;
+    assert!(ok, "{out}");
+    Ok(())
+}
