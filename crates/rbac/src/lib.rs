@@ -154,6 +154,28 @@ impl Authorizer {
             Mode::Rbac => Verdict::Rbac(store.decide(a).0),
         }
     }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Decides a request against one loaded `snapshot` (so that several decisions share it); `ready` is the
+    /// store's readiness, and a store that is not ready denies as [`PolicyStore::decide`] does.
+    pub fn decide_on(&self, snapshot: &Snapshot, ready: bool, a: &Attributes<'_>) -> Verdict {
+        match self.mode {
+            Mode::AlwaysAllow => Verdict::AllowedWithoutRbac("AlwaysAllow mode"),
+            Mode::AlwaysDeny => Verdict::AlwaysDeny,
+            Mode::Rbac if !a.resource_request && path_always_allowed(a.path) => {
+                Verdict::AllowedWithoutRbac("path is always allowed")
+            }
+            Mode::Rbac if !ready => Verdict::Rbac(Decision::Deny(Denial {
+                not_ready: true,
+                errors: Vec::new(),
+            })),
+            Mode::Rbac => Verdict::Rbac(snapshot.decide(a)),
+        }
+    }
 }
 
 #[cfg(test)]
