@@ -4,6 +4,9 @@
 //! Handler errors are plain text like upstream's `http.Error`; the filter chain has already answered
 //! 401/403 as JSON `Status`.
 
+// Helpers return the finished error response as `Err`; it is moved once, on a cold path.
+#![allow(clippy::result_large_err)]
+
 use std::{collections::BTreeSet, sync::Arc};
 
 use axum::{
