@@ -1,5 +1,6 @@
 //! `ksiam`: the one binary of the stack, and the user tools.
 
+mod gateway;
 mod serve;
 mod token;
 
@@ -27,6 +28,8 @@ enum Command {
     All(serve::AllArgs),
     /// Run the controllers (ServiceAccount tokens, token filler, built-in roles).
     Controller(serve::ControllerArgs),
+    /// Run the gateway (ks-apiserver replacement) with the authorizer in process.
+    Gateway(gateway::GatewayArgs),
 }
 
 /// `EX_USAGE` from sysexits.h.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Token(cmd) => token::run(cmd, &mut std::io::stdout()),
         Command::All(args) => service(&args.common.log_format.clone(), serve::all(args)),
         Command::Controller(args) => service(&args.common.log_format.clone(), serve::controller(args)),
+        Command::Gateway(args) => service(&args.common.log_format.clone(), gateway::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,6 +28,7 @@
 //!     config, caches, authenticator, authorize,
 //!     oidc: Some(ksiam_gateway::Oidc { issuer: "kubesphere".into(), keys }),
 //!     registry: Default::default(),
+//!     also_ready: None,
 //! })?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:9090").await?;
 //! ksiam_gateway::serve(listener, gateway.router(), shutdown).await?;
@@ -122,7 +123,15 @@ pub struct GatewayParts {
     /// The process's metrics registry: the gateway registers its metrics under `ksiam_gateway` and
     /// `/metrics` encodes the whole registry.
     pub registry: Arc<RwLock<Registry>>,
+    /// Something else `/readyz` waits for (for example the token-Secret watch behind revocation).
+    pub also_ready: Option<ReadyCheck>,
 }
+
+/// The metrics registry shared by the process's services.
+pub type SharedRegistry = Arc<RwLock<Registry>>;
+
+/// An extra readiness condition.
+pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Why the gateway could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +151,7 @@ pub(crate) struct Shared {
     pub(crate) oidc: RwLock<Option<(serde_json::Value, serde_json::Value)>>,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) registry: Arc<RwLock<Registry>>,
+    pub(crate) also_ready: Option<ReadyCheck>,
 }
 
 /// The gateway: build it once, then serve [`Gateway::router`].
@@ -159,7 +169,8 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-/// Whether the gateway may take traffic: the authorizer has its policy and every cache has synced.
+/// Whether the gateway may take traffic: the authorizer has its policy, every cache has synced, and the
+/// extra check (if any) passes.
 #[derive(Clone)]
 pub struct Readiness {
     shared: Arc<Shared>,
@@ -176,7 +187,9 @@ impl std::fmt::Debug for Readiness {
 impl Readiness {
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.shared.authorize.ready() && self.shared.caches.synced()
+        self.shared.authorize.ready()
+            && self.shared.caches.synced()
+            && self.shared.also_ready.as_ref().is_none_or(|ready| ready())
     }
 }
 
@@ -203,6 +216,7 @@ impl Gateway {
                 oidc: RwLock::new(oidc),
                 metrics,
                 registry: parts.registry,
+                also_ready: parts.also_ready,
             }),
         })
     }

@@ -253,6 +253,7 @@ pub async fn start_with(tune: impl FnOnce(&mut GatewayConfig)) -> Harness {
             keys: keys.clone(),
         }),
         registry: Default::default(),
+        also_ready: None,
     })
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
