@@ -1,8 +1,8 @@
 //! ksiam's side of the peer comparisons, on exactly the data the Go peers read (see the crate docs):
-//! `rbac/<case>/<N>` decides the three request sets on the Kubernetes-compatible policies (P1), and
-//! `token/verify_hs256` verifies the same token golang-jwt verifies (P4).
+//! `peer_rbac/<case>/<N>` decides the three request sets on the Kubernetes-compatible policies (P1), and
+//! `peer_token/verify_hs256` verifies the same token golang-jwt verifies (P4).
 //!
-//! `cargo bench -p ksiam-bench --bench peers` writes `target/criterion/{rbac,token}/.../new/{estimates,sample}.json`.
+//! `cargo bench -p ksiam-bench --bench peers` writes `target/criterion/peer_{rbac,token}/.../new/{estimates,sample}.json`.
 
 use std::hint::black_box;
 
@@ -20,7 +20,7 @@ fn sizes() -> Vec<usize> {
 }
 
 fn rbac(c: &mut Criterion) {
-    let mut group = c.benchmark_group("rbac");
+    let mut group = c.benchmark_group("peer_rbac");
     for n in sizes() {
         let (g, policy) = k8s_policy(n).expect("policy");
         let snapshot = Snapshot::build(&policy);
@@ -43,7 +43,7 @@ fn rbac(c: &mut Criterion) {
 fn tokens(c: &mut Criterion) {
     let token = token().expect("token");
     let verifier = Verifier::new(KeySet::legacy(TOKEN_SECRET.as_bytes()));
-    let mut group = c.benchmark_group("token");
+    let mut group = c.benchmark_group("peer_token");
     group.bench_function("verify_hs256", |b| {
         b.iter(|| verifier.verify(black_box(&token)).expect("valid"))
     });

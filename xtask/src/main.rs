@@ -2,11 +2,14 @@
 //!
 //! Every command CI runs goes through here, so a developer runs exactly what CI runs.
 
+mod bench;
 mod cluster_bench;
 mod codegen;
+mod conformance;
 mod control_plane;
 mod k8s_bin;
 mod kind;
+mod peers;
 mod pki;
 mod probe;
 mod process;
@@ -53,6 +56,13 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// ksiam-rbac vs Kubernetes' RBAC authorizer on random requests (N = 10 and 1,000; `--full` adds 100,000).
+    Conformance {
+        #[arg(long)]
+        full: bool,
+    },
+    /// Peer benchmarks side by side; rewrites the generated tables of docs/benchmarks.md.
+    Bench,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,6 +76,8 @@ fn main() -> anyhow::Result<()> {
         Command::Test => control_plane::test(&root),
         Command::ClusterBench => cluster_bench::run(&root),
         Command::E2e { backend, args } => control_plane::e2e(&root, backend, &args),
+        Command::Conformance { full } => conformance::run_cli(&root, full),
+        Command::Bench => bench::run_cli(&root),
     }
 }
 

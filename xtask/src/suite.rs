@@ -53,6 +53,10 @@ pub fn test(root: &Path) -> anyhow::Result<()> {
             }),
         ),
         (
+            "cargo xtask conformance (ksiam-rbac vs Kubernetes' RBAC authorizer)",
+            Box::new(|| crate::conformance::run_cli(root, false)),
+        ),
+        (
             "cargo xtask e2e --backend local",
             Box::new(|| e2e_local(root, &[])),
         ),
