@@ -1,0 +1,161 @@
+//! The gateway against the real API server (`KSIAM_GATEWAY`): seed §1.3's 403, RBAC through the proxy,
+//! and path confusion that must never reach another namespace.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    time::Duration,
+};
+
+use ksiam_e2e::{TestNamespace, e2e, kubectl, kubectl_with_stdin, poll, token_secret_name};
+
+/// `host:port` of the gateway (plain HTTP).
+fn gateway() -> String {
+    e2e();
+    let url = std::env::var("KSIAM_GATEWAY").expect("KSIAM_GATEWAY is not set: run via `cargo xtask e2e`");
+    url.trim_start_matches("http://").trim_end_matches('/').to_owned()
+}
+
+/// A GET with `target` written verbatim; returns the status and the body.
+fn get(target: &str, token: &str, user_agent: &str) -> anyhow::Result<(u16, String)> {
+    let mut tcp = TcpStream::connect(gateway())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        tcp,
+        "GET {target} HTTP/1.1\r\nHost: ks-apiserver\r\nUser-Agent: {user_agent}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn service_account_token(ns: &str, name: &str) -> anyhow::Result<String> {
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: kubesphere.io/v1alpha1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {ns}\nsecrets: []\n"
+        ),
+    )?;
+    let secret = token_secret_name(ns, name)?;
+    poll(
+        &format!("the token of {ns}/{name}"),
+        Duration::from_secs(30),
+        || {
+            let b64 = kubectl(&[
+                "get",
+                "secrets",
+                &secret,
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.data.token}",
+            ])?;
+            if b64.is_empty() {
+                return Ok(None);
+            }
+            use base64::Engine as _;
+            Ok(Some(String::from_utf8(
+                base64::engine::general_purpose::STANDARD.decode(b64.trim())?,
+            )?))
+        },
+    )
+}
+
+#[test]
+fn seed_1_3_fresh_service_account_gets_the_seed_403() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("gw-seed")?;
+    let token = service_account_token(ns.name(), "sample")?;
+    let (status, body) = get(
+        "/kapis/tenant.kubesphere.io/v1beta1/clusters",
+        &token,
+        "curl/8.5.0",
+    )?;
+    assert_eq!(status, 403, "{body}");
+    let expected = format!(
+        "{{\n  \"kind\": \"Status\",\n  \"apiVersion\": \"v1\",\n  \"metadata\": {{}},\n  \"status\": \"Failure\",\n  \"message\": \"clusters.tenant.kubesphere.io is forbidden: User \\\"kubesphere:serviceaccount:{ns}:sample\\\" cannot list resource \\\"clusters\\\" in API group \\\"tenant.kubesphere.io\\\" at the cluster scope\",\n  \"reason\": \"Forbidden\",\n  \"details\": {{\n    \"group\": \"tenant.kubesphere.io\",\n    \"kind\": \"clusters\"\n  }},\n  \"code\": 403\n}}",
+        ns = ns.name()
+    );
+    assert_eq!(body, expected);
+    Ok(())
+}
+
+#[test]
+fn namespace_role_reaches_kube_apiserver_and_nothing_else() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("gw-proxy")?;
+    let token = service_account_token(ns.name(), "reader")?;
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: iam.kubesphere.io/v1beta1
+kind: RoleBinding
+metadata:
+  name: reader-view
+  namespace: {ns}
+roleRef:
+  apiGroup: iam.kubesphere.io
+  kind: Role
+  name: reader
+subjects:
+- apiGroup: kubesphere.io
+  kind: ServiceAccount
+  name: reader
+  namespace: {ns}
+---
+apiVersion: iam.kubesphere.io/v1beta1
+kind: Role
+metadata:
+  name: reader
+  namespace: {ns}
+rules:
+- apiGroups: [\"\"]
+  resources: [\"configmaps\"]
+  verbs: [\"get\", \"list\"]
+",
+            ns = ns.name()
+        ),
+    )?;
+    let own = format!("/api/v1/namespaces/{}/configmaps", ns.name());
+    let (status, body) = poll(
+        "the binding reaches the authorizer",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = get(&own, &token, "e2e")?;
+            Ok((status == 200).then_some((status, body)))
+        },
+    )?;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"kind\":\"ConfigMapList\""), "{body}");
+
+    for target in [
+        "/api/v1/namespaces/kube-system/configmaps".to_owned(),
+        format!("/api/v1/namespaces/{}/../kube-system/configmaps", ns.name()),
+        format!("/api/v1/namespaces/{}/%2e%2e/kube-system/configmaps", ns.name()),
+        format!("/api/v1/namespaces/{}%2f..%2fkube-system/configmaps", ns.name()),
+        format!("/api/v1/namespaces/{};/../kube-system/configmaps", ns.name()),
+        format!("//api/v1/namespaces/{}/../kube-system/configmaps", ns.name()),
+    ] {
+        let (status, body) = get(&target, &token, "e2e")?;
+        assert!(matches!(status, 400 | 403), "{target}: {status} {body}");
+        assert!(!body.contains("ConfigMapList"), "{target}: {body}");
+    }
+    Ok(())
+}
