@@ -1122,6 +1122,37 @@ mod tests {
             assert!(g.policy.bindings.iter().any(|b| b.role_ref.name == "missing"));
         }
 
+        /// The one Kubernetes-vs-KubeSphere difference the conformance run met, on a request no resolver makes:
+        /// a non-resource request that carries a namespace. Kubernetes then also walks that namespace's
+        /// RoleBindings (so a RoleBinding to a ClusterRole with `nonResourceURLs` allows it); ksiam, like
+        /// KubeSphere, gives non-resource requests no scope and walks only cluster-wide bindings. The
+        /// generator therefore never writes such requests.
+        #[test]
+        fn non_resource_requests_ignore_namespaces() {
+            let objects = serde_json::json!([
+                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "health"},
+                 "rules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz"]}]},
+                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                 "metadata": {"name": "health", "namespace": "ns-0"},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "health"},
+                 "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "u"}]},
+            ]);
+            let snap = Snapshot::build(&k8s::from_objects(&objects).unwrap());
+            let mut r = AccessRequest {
+                user: "u".into(),
+                verb: "get".into(),
+                path: "/healthz".into(),
+                namespace: "ns-0".into(),
+                ..Default::default()
+            };
+            assert!(!snap.decide(&r.attributes()).allowed());
+            r.namespace.clear();
+            assert!(
+                !snap.decide(&r.attributes()).allowed(),
+                "a RoleBinding never grants non-resource URLs"
+            );
+        }
+
         #[test]
         fn four_scope_policies_are_refused() {
             let err = k8s::to_objects(&super::generate(100, 1).policy).unwrap_err();
