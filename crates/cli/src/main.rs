@@ -1,5 +1,6 @@
 //! `ksiam`: the one binary of the stack, and the user tools.
 
+mod authz;
 mod gateway;
 mod serve;
 mod token;
@@ -30,6 +31,12 @@ enum Command {
     Controller(serve::ControllerArgs),
     /// Run the gateway (ks-apiserver replacement) with the authorizer in process.
     Gateway(gateway::GatewayArgs),
+    /// Run the authorizer (policy watches, gRPC Authorizer, SubjectAccessReview/TokenReview webhooks).
+    Authz(authz::AuthzArgs),
+    /// Ask whether a user or ServiceAccount may make a request (exit 0 yes, 1 no, 2 error, 64 usage).
+    CanI(authz::CanIArgs),
+    /// List the subjects that may make a request, with the bindings that allow it.
+    WhoCan(authz::WhoCanArgs),
 }
 
 /// `EX_USAGE` from sysexits.h.
@@ -68,6 +75,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::CanI(args) => return authz::can_i(args, &mut std::io::stdout()),
+        Command::WhoCan(args) => return authz::who_can(args, &mut std::io::stdout()),
+        Command::Authz(args) => service(&args.log_format.clone(), authz::run(args)),
         Command::Token(cmd) => token::run(cmd, &mut std::io::stdout()),
         Command::All(args) => service(&args.common.log_format.clone(), serve::all(args)),
         Command::Controller(args) => service(&args.common.log_format.clone(), serve::controller(args)),
