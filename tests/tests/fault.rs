@@ -36,18 +36,24 @@ fn current_pid() -> anyhow::Result<u32> {
     Ok(std::fs::read_to_string(pid_file()?)?.trim().parse()?)
 }
 
-fn gateway_accepts() -> bool {
+/// Whether the gateway answers `GET /readyz` with 200 (every watch synced).
+fn gateway_ready() -> bool {
+    use std::io::{Read as _, Write as _};
     let Ok(gateway) = std::env::var("KSIAM_GATEWAY") else {
         return false;
     };
-    let hostport = gateway
-        .trim_start_matches("http://")
-        .trim_start_matches("https://");
-    hostport
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+    let hostport = gateway.trim_start_matches("http://");
+    let Some(addr) = hostport.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 12];
+    write!(stream, "GET /readyz HTTP/1.0\r\nHost: {hostport}\r\n\r\n").is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && &head[9..12] == b"200"
 }
 
 /// Kills `ksiam all` with SIGKILL and waits until its replacement serves again.
@@ -59,7 +65,7 @@ fn kill_and_wait_for_restart() -> anyhow::Result<Duration> {
     anyhow::ensure!(status.success(), "kill -9 {old} failed");
     let start = Instant::now();
     poll("ksiam all to be restarted", Duration::from_secs(60), || {
-        Ok((current_pid()? != old && gateway_accepts()).then_some(()))
+        Ok((current_pid()? != old && gateway_ready()).then_some(()))
     })?;
     Ok(start.elapsed())
 }
@@ -106,14 +112,7 @@ fn service_accounts_get_exactly_one_token_secret_while_the_controller_is_killed(
         "every ServiceAccount to have its token Secret",
         Duration::from_secs(120),
         || {
-            let sas = get_json(&[
-                "get",
-                "serviceaccounts.kubesphere.io",
-                "-n",
-                ns.name(),
-                "-o",
-                "json",
-            ])?;
+            let sas = get_json(&["serviceaccounts.kubesphere.io", "-n", ns.name()])?;
             let done = sas["items"].as_array().map_or(0, |items| {
                 items
                     .iter()
@@ -126,23 +125,13 @@ fn service_accounts_get_exactly_one_token_secret_while_the_controller_is_killed(
     // Let any reconcile still in flight finish before judging.
     std::thread::sleep(Duration::from_secs(3));
 
-    let sas = get_json(&[
-        "get",
-        "serviceaccounts.kubesphere.io",
-        "-n",
-        ns.name(),
-        "-o",
-        "json",
-    ])?;
+    let sas = get_json(&["serviceaccounts.kubesphere.io", "-n", ns.name()])?;
     let secrets = get_json(&[
-        "get",
         "secrets",
         "-n",
         ns.name(),
         "--field-selector",
         "type=kubesphere.io/service-account-token",
-        "-o",
-        "json",
     ])?;
     let mut by_sa: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for s in secrets["items"].as_array().into_iter().flatten() {

@@ -250,15 +250,28 @@ fn start_ksiam(cp: &mut ControlPlane, bin: &Path) -> anyhow::Result<KsiamAll> {
         .env("KSIAM_AUTHZ_TLS_CERT_FILE", crt)
         .env("KSIAM_AUTHZ_TLS_KEY_FILE", key);
     cp.procs.spawn("ksiam", cmd, &cp.run_dir.join("ksiam.log"))?;
-    cp.procs.wait_ready("ksiam", Duration::from_secs(60), || {
-        std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(1)).is_ok()
-    })?;
+    cp.procs
+        .wait_ready("ksiam", Duration::from_secs(90), || http_ok(listen, "/readyz"))?;
     Ok(KsiamAll {
         gateway: format!("http://{listen}"),
         jwt_secret_file,
         authz_grpc: format!("http://{grpc}"),
         pid_file,
     })
+}
+
+/// Whether `GET path` on `addr` answers 200 (plain HTTP/1.0, one short-lived connection).
+pub fn http_ok(addr: std::net::SocketAddr, path: &str) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
 }
 
 /// `$CARGO` when run through cargo, else `cargo`.

@@ -81,9 +81,28 @@ pub struct AllArgs {
     pub common: Common,
     #[command(flatten)]
     pub lease: LeaseArgs,
-    /// Where the gateway (for now: health endpoints) listens.
+    /// Where the gateway (the ks-apiserver replacement, plain HTTP) listens.
     #[arg(long, env = "KSIAM_GATEWAY_LISTEN", default_value = "127.0.0.1:9090")]
     pub gateway_listen: SocketAddr,
+    /// The host cluster's name: `/clusters/<name>/...` is served locally.
+    #[arg(long, env = "KSIAM_HOST_CLUSTER", default_value = "host")]
+    pub host_cluster: String,
+    /// `AlwaysAllow`, `AlwaysDeny` or `RBAC` (KubeSphere's `authorization.mode`).
+    #[arg(long, env = "KSIAM_AUTHORIZATION_MODE", default_value = "RBAC")]
+    pub authorization: ksiam_rbac::Mode,
+    /// Where the authorizer's gRPC API (`ksiam.authz.v1.Authorizer`) listens; not served when unset.
+    #[arg(long, env = "KSIAM_AUTHZ_GRPC_LISTEN")]
+    pub authz_grpc_listen: Option<SocketAddr>,
+    /// Where kube-apiserver's authorization (`/authorize`) and token (`/authenticate`) webhooks are served;
+    /// not served when unset.
+    #[arg(long, env = "KSIAM_AUTHZ_WEBHOOK_LISTEN")]
+    pub authz_webhook_listen: Option<SocketAddr>,
+    /// Serving certificate (PEM) of the kube-apiserver webhooks; plain HTTP without it.
+    #[arg(long, env = "KSIAM_AUTHZ_TLS_CERT_FILE", requires = "authz_tls_key_file")]
+    pub authz_tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of the kube-apiserver webhooks.
+    #[arg(long, env = "KSIAM_AUTHZ_TLS_KEY_FILE", requires = "authz_tls_cert_file")]
+    pub authz_tls_key_file: Option<PathBuf>,
     /// Port of the Pod-injection webhook on 127.0.0.1 (0 picks a free one); it registers itself by URL with a
     /// self-signed certificate.
     #[arg(long, env = "KSIAM_WEBHOOK_PORT", default_value_t = 0)]
@@ -174,25 +193,93 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     result
 }
 
-/// `ksiam all`: every service in one process.
+/// `ksiam all`: every service in one process, wired in memory.
+///
+/// ```text
+/// policy watches ─► PolicyStore ─┬─► gateway (LocalAuthorize)
+///                                ├─► gRPC Authorizer              (KSIAM_AUTHZ_GRPC_LISTEN)
+///                                └─► SubjectAccessReview webhook  (KSIAM_AUTHZ_WEBHOOK_LISTEN)
+/// token Secrets ─► LiveTokens ─┐
+/// informer caches ─► KubeDirectory ─► Authenticator ─► gateway, TokenReview webhook
+/// Pod-injection webhook; controllers (while holding the leader Lease)
+/// ```
 pub async fn all(args: AllArgs) -> anyhow::Result<()> {
-    let issuer = issuer(&args.common)?;
-    let client = kube::Client::try_default()
+    let secret = crate::token::read_secret(&args.common.jwt_secret_file)?;
+    let keys = KeySet::legacy(&secret);
+    let issuer = Issuer::new(keys.clone(), args.common.issuer.clone());
+    let upstream = kube::Config::infer()
         .await
         .context("cannot configure the Kubernetes client")?;
+    let client = kube::Client::try_from(upstream.clone()).context("cannot build the Kubernetes client")?;
     let shutdown = CancellationToken::new();
     shutdown_on_signals(shutdown.clone());
     let readiness = Readiness::default();
+    let registry = ksiam_gateway::SharedRegistry::default();
+    let mut tasks = tokio::task::JoinSet::new();
 
-    // Revocation: the tokens token Secrets hold right now.
+    // Authorization: the policy, watched into one in-process store.
+    let store = Arc::new(ksiam_rbac::PolicyStore::default());
+    let authz_metrics = ksiam_authz::Metrics::new(&mut registry.write());
+    tasks.spawn(ksiam_authz::watch(
+        client.clone(),
+        store.clone(),
+        authz_metrics.clone(),
+        shutdown.clone(),
+    ));
+    let authorizer = ksiam_rbac::Authorizer::new(args.authorization);
+    let authz = ksiam_authz::AuthzService::new(store.clone(), authorizer, authz_metrics);
+
+    // Authentication: revocation through the token Secrets, existence through the informer caches.
     let live = Arc::new(ksiam_token::LiveTokens::default());
-    let live_synced = readiness.register("token-secrets");
-    let live_watch = tokio::spawn(ksiam_controller::live::run(
+    tasks.spawn(ksiam_controller::live::run(
         client.clone(),
         live.clone(),
-        live_synced,
+        readiness.register("token-secrets"),
         shutdown.clone().cancelled_owned(),
     ));
+    let (directory, caches) = ksiam_gateway::KubeDirectory::start(&client, &shutdown);
+    let authenticator = Arc::new(
+        ksiam_token::Authenticator::new(keys.clone())
+            .with_live_tokens(live)
+            .with_directory(directory),
+    );
+
+    if let Some(addr) = args.authz_grpc_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        info!(listen = %addr, "authorizer gRPC API");
+        let (authz, shutdown) = (authz.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = ksiam_authz::serve_grpc(listener, authz, shutdown.clone()).await {
+                tracing::error!(error = %e, "authorizer gRPC server failed");
+                shutdown.cancel();
+            }
+        });
+    }
+    if let Some(addr) = args.authz_webhook_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let tls = args
+            .authz_tls_cert_file
+            .clone()
+            .zip(args.authz_tls_key_file.clone());
+        info!(listen = %addr, tls = tls.is_some(), "kube-apiserver authorization and token webhooks");
+        let router = ksiam_authz::webhook::webhook_router(ksiam_authz::webhook::WebhookState {
+            authz: authz.clone(),
+            authenticator: Some(authenticator.clone()),
+        });
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) =
+                ksiam_authz::webhook::serve_webhooks(listener, router, tls, shutdown.clone()).await
+            {
+                tracing::error!(error = %e, "kube-apiserver webhook server failed");
+                shutdown.cancel();
+            }
+        });
+    }
 
     let webhook = {
         let (client, shutdown) = (client.clone(), shutdown.clone());
@@ -201,24 +288,45 @@ pub async fn all(args: AllArgs) -> anyhow::Result<()> {
     };
     wait_for_webhook_registration(&client, &webhook).await?;
 
-    // The gateway port opens last: callers (and `cargo xtask up`) take it as "everything is ready".
+    let ready = readiness.clone();
+    let gateway = ksiam_gateway::Gateway::new(ksiam_gateway::GatewayParts {
+        config: ksiam_gateway::GatewayConfig {
+            host_cluster: args.host_cluster.clone(),
+            upstream: Some(upstream),
+            ..ksiam_gateway::GatewayConfig::default()
+        },
+        caches,
+        authenticator,
+        authorize: Arc::new(ksiam_gateway::LocalAuthorize::new(authorizer, store)),
+        oidc: Some(ksiam_gateway::Oidc {
+            issuer: args.common.issuer.clone(),
+            keys,
+        }),
+        registry,
+        also_ready: Some(Arc::new(move || ready.is_ready())),
+    })?;
     let listener = tokio::net::TcpListener::bind(args.gateway_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.gateway_listen))?;
     info!(listen = %args.gateway_listen, "ksiam all started");
-    let (controllers, (), webhook, _) = tokio::join!(
+    let (controllers, gateway, webhook) = tokio::join!(
         async {
             let result = controllers(client, issuer, &args.lease, readiness.clone(), shutdown.clone()).await;
             shutdown.cancel();
             result
         },
-        health::serve(listener, readiness.clone(), shutdown.clone()),
+        async {
+            let result = ksiam_gateway::serve(listener, gateway.router(), shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        },
         webhook,
-        live_watch,
     );
+    while tasks.join_next().await.is_some() {}
     webhook
         .context("webhook task panicked")?
         .context("webhook failed")?;
+    gateway.context("gateway failed")?;
     controllers
 }
 
