@@ -16,6 +16,9 @@ pub use self::{
     kubectl::{apply, get_json, kubectl, kubectl_with_stdin},
     namespace::{TestNamespace, random_suffix},
     poll::poll,
-    seed::{SEED_SERVICE_ACCOUNT, token_secret_name},
+    seed::{
+        SEED_CLUSTER_ROLE_BINDING, SEED_GLOBAL_ROLE_BINDING, SEED_POD, SEED_ROLE_AND_BINDING,
+        SEED_SERVICE_ACCOUNT, SEED_WORKSPACE_ROLE_BINDING, token_secret_name,
+    },
     webhook::TestWebhook,
 };

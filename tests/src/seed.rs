@@ -34,3 +34,116 @@ pub fn token_secret_name(ns: &str, sa: &str) -> anyhow::Result<String> {
         },
     )
 }
+
+/// Seed §1.2: the Pod.
+pub const SEED_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  annotations:
+    kubesphere.io/creator: admin
+    kubesphere.io/imagepullsecrets: '{}'
+    kubesphere.io/serviceaccount-name: sample   # <----- Set the ServiceAccount
+  name: sample-pod
+  namespace: default
+spec:
+  containers:
+  - image: nginx
+    imagePullPolicy: IfNotPresent
+    name: container-5tkfmj
+    ports:
+    - containerPort: 80
+      name: http-80
+      protocol: TCP
+    resources: {}
+";
+
+/// Seed §1.4: the GlobalRoleBinding.
+pub const SEED_GLOBAL_ROLE_BINDING: &str = "apiVersion: iam.kubesphere.io/v1beta1
+kind: GlobalRoleBinding
+metadata:
+  labels:
+    iam.kubesphere.io/role-ref: platform-admin
+  name: sample-platform-admin
+roleRef:
+  apiGroup: iam.kubesphere.io
+  kind: GlobalRole
+  name: platform-admin
+subjects:
+- apiGroup: kubesphere.io
+  kind: ServiceAccount
+  name: sample
+  namespace: default
+";
+
+/// Seed §1.4: the ClusterRoleBinding.
+pub const SEED_CLUSTER_ROLE_BINDING: &str = "apiVersion: iam.kubesphere.io/v1beta1
+kind: ClusterRoleBinding
+metadata:
+  labels:
+    iam.kubesphere.io/role-ref: cluster-admin
+  name: sample-cluster-admin
+roleRef:
+  apiGroup: iam.kubesphere.io
+  kind: ClusterRole
+  name: cluster-admin
+subjects:
+- apiGroup: kubesphere.io
+  kind: ServiceAccount
+  name: sample
+  namespace: default
+";
+
+/// Seed §1.4: the Role and RoleBinding.
+pub const SEED_ROLE_AND_BINDING: &str = "apiVersion: iam.kubesphere.io/v1beta1
+kind: Role
+metadata:
+  annotations:
+    kubesphere.io/creator: system
+    kubesphere.io/description: '{\"zh\": \"管理项目中的所有资源。\", \"en\": \"Manage all resources
+      in the project.\"}'
+  name: admin
+  namespace: default
+rules:
+- apiGroups:
+  - '*'
+  resources:
+  - '*'
+  verbs:
+  - '*'
+---
+apiVersion: iam.kubesphere.io/v1beta1
+kind: RoleBinding
+metadata:
+  labels:
+    iam.kubesphere.io/role-ref: admin
+  name: sample-admin
+  namespace: default
+roleRef:
+  apiGroup: iam.kubesphere.io
+  kind: Role
+  name: admin
+subjects:
+- apiGroup: kubesphere.io
+  kind: ServiceAccount
+  name: sample
+  namespace: default
+";
+
+/// Seed §1.4: the WorkspaceRoleBinding.
+pub const SEED_WORKSPACE_ROLE_BINDING: &str = "apiVersion: iam.kubesphere.io/v1beta1
+kind: WorkspaceRoleBinding
+metadata:
+  labels:
+    iam.kubesphere.io/role-ref: system-workspace-admin
+    kubesphere.io/workspace: system-workspace
+  name: sample-admin
+roleRef:
+  apiGroup: iam.kubesphere.io
+  kind: WorkspaceRole
+  name: system-workspace-admin
+subjects:
+- apiGroup: kubesphere.io
+  kind: ServiceAccount
+  name: sample
+  namespace: default
+";

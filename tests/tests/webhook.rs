@@ -3,30 +3,10 @@
 use std::time::Duration;
 
 use ksiam_e2e::{
-    SEED_SERVICE_ACCOUNT, TestNamespace, get_json, kubectl, kubectl_with_stdin, poll, token_secret_name,
+    SEED_POD, SEED_SERVICE_ACCOUNT, TestNamespace, get_json, kubectl, kubectl_with_stdin, poll,
+    token_secret_name,
 };
 use serde_json::json;
-
-const SEED_POD: &str = "apiVersion: v1
-kind: Pod
-metadata:
-  annotations:
-    kubesphere.io/creator: admin
-    kubesphere.io/imagepullsecrets: '{}'
-    kubesphere.io/serviceaccount-name: sample   # <----- Set the ServiceAccount
-  name: sample-pod
-  namespace: default
-spec:
-  containers:
-  - image: nginx
-    imagePullPolicy: IfNotPresent
-    name: container-5tkfmj
-    ports:
-    - containerPort: 80
-      name: http-80
-      protocol: TCP
-    resources: {}
-";
 
 const SEED_DEPLOYMENT: &str = "apiVersion: apps/v1
 kind: Deployment

@@ -134,6 +134,10 @@ fn e2e_local(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let step = Step::start("cargo test -p ksiam-e2e --no-run");
     run_inherit(&mut cargo_cmd(root, &["test", "-p", "ksiam-e2e", "--no-run"]))?;
     step.done();
+    // The SDK's example program (seed §1.3 in Rust), built with the workspace's features.
+    let step = Step::start("cargo build --workspace --examples");
+    run_inherit(&mut cargo_cmd(root, &["build", "--workspace", "--examples"]))?;
+    step.done();
 
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -144,7 +148,12 @@ fn e2e_local(root: &Path, args: &[String]) -> anyhow::Result<()> {
 
     let step = Step::start("cargo test -p ksiam-e2e");
     let mut cmd = e2e_test_cmd(root, args);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     cmd.envs(stack.env())
+        .env(
+            "KSIAM_SDK_EXAMPLE",
+            target.join("debug").join("examples").join("list_clusters"),
+        )
         .env("KSIAM_E2E", "1")
         .env("KSIAM_E2E_RUN_DIR", &run_dir);
     let tests = process::run_with_deadline(&mut cmd, e2e_timeout()?);

@@ -177,8 +177,15 @@ impl Ready {
         K: kube::Resource + Clone + 'static,
         K::DynamicType: Clone + Eq + std::hash::Hash,
     {
-        if store.wait_until_ready().await.is_ok() {
-            self.set(true);
+        // kube-runtime's readiness signal keeps a single waker, and the controller's own applier waits on the
+        // same store: a second waiter is never woken. Re-polling (every 100 ms) sees the state once set.
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_millis(100), store.wait_until_ready()).await
+            {
+                Ok(Ok(())) => return self.set(true),
+                Ok(Err(_)) => return,
+                Err(_elapsed) => {}
+            }
         }
     }
 }
