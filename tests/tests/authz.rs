@@ -254,6 +254,50 @@ async fn until(
     }
 }
 
+/// `ksiam can-i` and `ksiam who-can` against the authorizer's gRPC API, while the seed's RoleBinding is applied.
+fn can_i_and_who_can() -> anyhow::Result<()> {
+    let bin = std::env::var("KSIAM_BIN")
+        .map_err(|_| anyhow::anyhow!("KSIAM_BIN is not set: run via `cargo xtask e2e`"))?;
+    let run = |args: &[&str]| -> anyhow::Result<(Option<i32>, String)> {
+        let out = std::process::Command::new(&bin).args(args).output()?;
+        Ok((
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    let (code, out) = run(&[
+        "can-i",
+        "delete",
+        "pods",
+        "--namespace",
+        "default",
+        "--as-sa",
+        "default/sample",
+    ])?;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("yes"), "{out}");
+    assert!(out.contains("sample-admin"), "names the deciding binding: {out}");
+    let (code, out) = run(&[
+        "can-i",
+        "delete",
+        "pods",
+        "--namespace",
+        "kube-system",
+        "--as-sa",
+        "default/sample",
+    ])?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with("no"), "{out}");
+    let (code, out) = run(&["who-can", "delete", "pods", "--namespace", "default"])?;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("sample") && out.contains("sample-admin"), "{out}");
+    Ok(())
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -318,6 +362,9 @@ fn seed_1_4_bindings_give_the_spec_outcomes_through_grpc_authorize() -> anyhow::
                     );
                 }
                 assert!(got.generation > 0, "every answer names its snapshot generation");
+            }
+            if tag == 'R' {
+                can_i_and_who_can()?;
             }
             let args: Vec<&str> = std::iter::once("delete").chain(object.split(' ')).collect();
             kubectl(&args)?;

@@ -43,6 +43,8 @@ pub struct KsiamAll {
     pub authz_grpc: String,
     /// The file holding the pid of the running `ksiam all` (it changes when the process is restarted).
     pub pid_file: PathBuf,
+    /// The `ksiam` binary.
+    pub bin: PathBuf,
 }
 
 // === impl Stack ===
@@ -81,6 +83,7 @@ impl Stack {
             env.push(("KSIAM_AUTHZ_GRPC", k.authz_grpc.clone()));
             env.push(("KSIAM_AUTHZ_ADDR", k.authz_grpc.clone()));
             env.push(("KSIAM_PID_FILE", k.pid_file.display().to_string()));
+            env.push(("KSIAM_BIN", k.bin.display().to_string()));
         }
         env
     }
@@ -257,6 +260,7 @@ fn start_ksiam(cp: &mut ControlPlane, bin: &Path) -> anyhow::Result<KsiamAll> {
         jwt_secret_file,
         authz_grpc: format!("http://{grpc}"),
         pid_file,
+        bin: bin.to_owned(),
     })
 }
 
