@@ -401,8 +401,7 @@ fn policy_changes_reach_decisions_quickly() -> anyhow::Result<()> {
              subjects:\n- apiGroup: kubesphere.io\n  kind: ServiceAccount\n  name: prop\n  namespace: {ns}\n"
         );
         let wrb = format!(
-            "apiVersion: iam.kubesphere.io/v1beta1\nkind: WorkspaceRoleBinding\nmetadata:\n  name: prop-{ns}\n\
-             labels:\n    kubesphere.io/workspace: system-workspace\n\
+            "apiVersion: iam.kubesphere.io/v1beta1\nkind: WorkspaceRoleBinding\nmetadata:\n  name: prop-{ns}\n  labels:\n    kubesphere.io/workspace: system-workspace\n\
              roleRef:\n  apiGroup: iam.kubesphere.io\n  kind: WorkspaceRole\n  name: system-workspace-admin\n\
              subjects:\n- apiGroup: kubesphere.io\n  kind: ServiceAccount\n  name: prop\n  namespace: {ns}\n"
         );

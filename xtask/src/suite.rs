@@ -111,7 +111,7 @@ fn cargo_cmd(root: &Path, args: &[&str]) -> Command {
 
 /// `cargo test -p ksiam-e2e -- --test-threads=2 [args]`.
 pub fn e2e_test_cmd(root: &Path, args: &[String]) -> Command {
-    let mut cmd = cargo_cmd(root, &["test", "-p", "ksiam-e2e", "--"]);
+    let mut cmd = cargo_cmd(root, &["test", "-p", "ksiam-e2e", "--no-fail-fast", "--"]);
     // Test errors are anyhow errors; their captured backtraces (RUST_BACKTRACE=1) only bury the message.
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         cmd.env("RUST_LIB_BACKTRACE", "0");
