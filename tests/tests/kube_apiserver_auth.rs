@@ -114,7 +114,7 @@ fn kubectl_with_a_kubesphere_service_account_token_against_kube_apiserver() -> a
         !ok && out.contains("Forbidden"),
         "other namespaces stay forbidden: {out}"
     );
-    let (ok, out) = kubectl_with_token(&token, &["delete", "pods", "--all", "-n", ns])?;
+    let (ok, out) = kubectl_with_token(&token, &["delete", "pod", "not-there", "-n", ns])?;
     assert!(
         !ok && out.contains("Forbidden"),
         "verbs outside the Role stay forbidden: {out}"

@@ -208,7 +208,11 @@ fn build_ksiam(root: &Path, profile: &str) -> anyhow::Result<Option<PathBuf>> {
         .as_str()
         .context("cargo metadata: no target_directory")?;
     let bin = Path::new(dir)
-        .join(if profile == "dev" { "debug" } else { profile })
+        .join(match profile {
+            "dev" | "test" => "debug",
+            "release" | "bench" => "release",
+            other => other,
+        })
         .join("ksiam");
     let has_all = Command::new(&bin)
         .args(["all", "--help"])

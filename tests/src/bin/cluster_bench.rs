@@ -7,6 +7,10 @@
 //! 2. Token Secret fill: create 1,000 `ServiceAccount.kubesphere.io` objects (4 concurrent connections) and
 //!    time until every one records a token Secret holding a token.
 //!
+//! 3. Gateway load (4 connections, closed loop, 5 s each): an authorized `/kapis` list, a proxied
+//!    `GET /api/v1/namespaces/<ns>/pods`, the same GET straight to kube-apiserver, and a bare axum handler
+//!    in this process — req/s, p50, p99.
+//!
 //! Prints a Markdown table per measurement. Measurements, not assertions: this program fails only when the
 //! stack misbehaves (a request fails, a Secret never appears).
 
@@ -228,6 +232,203 @@ async fn fill(api: Arc<Api>, ns: &str, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A plain-HTTP/1.1 connection (the gateway, the bare axum handler).
+async fn connect_plain(addr: &str) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+/// Closed-loop load: `conns` connections, each sending `GET path` with `token` back to back for `seconds`.
+async fn load(
+    label: &str,
+    conns: Vec<SendRequest<Full<Bytes>>>,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for mut send in conns {
+        let (host, path, token) = (host.to_owned(), path.to_owned(), token.map(str::to_owned));
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let mut req = Request::get(path.as_str())
+                    .header("host", &host)
+                    .header("accept", "application/json");
+                if let Some(t) = &token {
+                    req = req.header("authorization", format!("Bearer {t}"));
+                }
+                let t = Instant::now();
+                send.ready().await?;
+                let resp = send.send_request(req.body(Full::new(Bytes::new()))?).await?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await?.to_bytes();
+                ensure!(
+                    status.is_success(),
+                    "GET {path}: {status} {}",
+                    String::from_utf8_lossy(&body)
+                );
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    println!(
+        "| {label} | {:.0} | {} | {} |",
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        micros(percentile(&latencies, 0.5)),
+        micros(percentile(&latencies, 0.99)),
+    );
+    Ok(())
+}
+
+/// A ServiceAccount bound to platform-admin, and its token (read from its Secret).
+async fn admin_token(api: &Api, ns: &str) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let mut send = api.connect().await?;
+    let sa = json!({"apiVersion": "kubesphere.io/v1alpha1", "kind": "ServiceAccount",
+                    "metadata": {"name": "loader", "namespace": ns}});
+    let (status, body) = api
+        .call(
+            &mut send,
+            Method::POST,
+            &format!("/apis/kubesphere.io/v1alpha1/namespaces/{ns}/serviceaccounts"),
+            Some(&sa),
+        )
+        .await?;
+    ensure!(status == 201, "create ServiceAccount: {status} {body}");
+    let grb = json!({"apiVersion": "iam.kubesphere.io/v1beta1", "kind": "GlobalRoleBinding",
+        "metadata": {"name": format!("bench-{ns}")},
+        "roleRef": {"apiGroup": "iam.kubesphere.io", "kind": "GlobalRole", "name": "platform-admin"},
+        "subjects": [{"apiGroup": "kubesphere.io", "kind": "ServiceAccount", "name": "loader", "namespace": ns}]});
+    let (status, body) = api
+        .call(
+            &mut send,
+            Method::POST,
+            "/apis/iam.kubesphere.io/v1beta1/globalrolebindings",
+            Some(&grb),
+        )
+        .await?;
+    ensure!(status == 201, "create GlobalRoleBinding: {status} {body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, secrets) = api
+            .call(
+                &mut send,
+                Method::GET,
+                &format!("/api/v1/namespaces/{ns}/secrets?fieldSelector=type%3Dkubesphere.io%2Fservice-account-token"),
+                None,
+            )
+            .await?;
+        if let Some(token) = secrets["items"][0]["data"]["token"].as_str() {
+            return Ok(String::from_utf8(
+                base64::engine::general_purpose::STANDARD.decode(token)?,
+            )?);
+        }
+        ensure!(Instant::now() < deadline, "no token for {ns}/loader within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn gateway_load(api: Arc<Api>, ns: &str, seconds: u64) -> anyhow::Result<()> {
+    let gateway = std::env::var("KSIAM_GATEWAY").context("KSIAM_GATEWAY is not set")?;
+    let gateway = gateway.trim_start_matches("http://").to_owned();
+    let token = admin_token(&api, ns).await?;
+    let conns = 4;
+    let pods = format!("/api/v1/namespaces/{ns}/pods");
+    // Wait until the binding is effective.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut send = connect_plain(&gateway).await?;
+        let req = Request::get("/kapis/tenant.kubesphere.io/v1beta1/clusters")
+            .header("host", &gateway)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))?;
+        if send.send_request(req).await?.status().is_success() {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the platform-admin binding did not take effect within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The bare axum handler, in this process.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let bare = listener.local_addr()?.to_string();
+    let app = axum::Router::new().route("/ok", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    println!("| Request ({conns} connections, {seconds} s) | req/s | p50 | p99 |");
+    println!("|---|---|---|---|");
+    let mut plain = Vec::new();
+    for _ in 0..conns {
+        plain.push(connect_plain(&bare).await?);
+    }
+    load(
+        "bare axum handler (`GET /ok`)",
+        plain,
+        &bare,
+        "/ok",
+        None,
+        seconds,
+    )
+    .await?;
+    let mut gw = Vec::new();
+    for _ in 0..conns {
+        gw.push(connect_plain(&gateway).await?);
+    }
+    load(
+        "gateway: authorized `GET /kapis/tenant.kubesphere.io/v1beta1/clusters`",
+        gw,
+        &gateway,
+        "/kapis/tenant.kubesphere.io/v1beta1/clusters",
+        Some(&token),
+        seconds,
+    )
+    .await?;
+    let mut gw = Vec::new();
+    for _ in 0..conns {
+        gw.push(connect_plain(&gateway).await?);
+    }
+    load(
+        "gateway: proxied `GET /api/v1/namespaces/<ns>/pods`",
+        gw,
+        &gateway,
+        &pods,
+        Some(&token),
+        seconds,
+    )
+    .await?;
+    let mut direct = Vec::new();
+    for _ in 0..conns {
+        direct.push(api.connect().await?);
+    }
+    load(
+        "kube-apiserver directly: `GET /api/v1/namespaces/<ns>/pods` (admin token)",
+        direct,
+        &api.addr,
+        &pods,
+        Some(&api.token),
+        seconds,
+    )
+    .await?;
+    Ok(())
+}
+
 async fn namespace(api: &Api, name: &str) -> anyhow::Result<()> {
     let mut send = api.connect().await?;
     let (status, body) = api
@@ -290,6 +491,11 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|");
     admission(&api, &ns, true, n_admission).await?;
     admission(&api, &ns, false, n_admission).await?;
+    println!();
+
+    let ns = format!("bench-gateway-{suffix}");
+    namespace(&api, &ns).await?;
+    gateway_load(api.clone(), &ns, 5).await?;
     println!();
 
     let ns = format!("bench-fill-{suffix}");
