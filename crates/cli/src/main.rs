@@ -4,6 +4,7 @@ mod authz;
 mod gateway;
 mod serve;
 mod token;
+mod webhook;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,8 @@ enum Command {
     All(serve::AllArgs),
     /// Run the controllers (ServiceAccount tokens, token filler, built-in roles).
     Controller(serve::ControllerArgs),
+    /// Run the Pod-injection admission webhook.
+    Webhook(webhook::WebhookArgs),
     /// Run the gateway (ks-apiserver replacement) with the authorizer in process.
     Gateway(gateway::GatewayArgs),
     /// Run the authorizer (policy watches, gRPC Authorizer, SubjectAccessReview/TokenReview webhooks).
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Token(cmd) => token::run(cmd, &mut std::io::stdout()),
         Command::All(args) => service(&args.common.log_format.clone(), serve::all(args)),
         Command::Controller(args) => service(&args.common.log_format.clone(), serve::controller(args)),
+        Command::Webhook(args) => service(&args.log_format.clone(), webhook::run(args)),
         Command::Gateway(args) => service(&args.common.log_format.clone(), gateway::run(args)),
     };
     match result {

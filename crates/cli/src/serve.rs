@@ -128,7 +128,7 @@ fn issuer(common: &Common) -> anyhow::Result<Issuer> {
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
-fn shutdown_on_signals(token: CancellationToken) {
+pub(crate) fn shutdown_on_signals(token: CancellationToken) {
     tokio::spawn(async move {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
