@@ -159,3 +159,58 @@ rules:
     }
     Ok(())
 }
+
+#[test]
+fn a_watch_through_the_proxy_delivers_events() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("gw-watch")?;
+    let token = service_account_token(ns.name(), "watcher")?;
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: iam.kubesphere.io/v1beta1\nkind: Role\nmetadata:\n  name: watcher\n  namespace: {ns}\n\
+             rules:\n- apiGroups: ['']\n  resources: ['configmaps']\n  verbs: ['get', 'list', 'watch']\n---\n\
+             apiVersion: iam.kubesphere.io/v1beta1\nkind: RoleBinding\nmetadata:\n  name: watcher\n  namespace: {ns}\n\
+             roleRef:\n  apiGroup: iam.kubesphere.io\n  kind: Role\n  name: watcher\n\
+             subjects:\n- apiGroup: kubesphere.io\n  kind: ServiceAccount\n  name: watcher\n  namespace: {ns}\n",
+            ns = ns.name()
+        ),
+    )?;
+    let list = format!("/api/v1/namespaces/{}/configmaps", ns.name());
+    poll(
+        "the binding reaches the authorizer",
+        Duration::from_secs(10),
+        || Ok((get(&list, &token, "e2e")?.0 == 200).then_some(())),
+    )?;
+
+    // Open the watch, then create an object: its ADDED event must arrive over the open stream.
+    let mut tcp = TcpStream::connect(gateway())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        tcp,
+        "GET {list}?watch=1&timeoutSeconds=30 HTTP/1.1\r\nHost: ks-apiserver\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte)?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    kubectl(&[
+        "create",
+        "configmap",
+        "watched",
+        "-n",
+        ns.name(),
+        "--from-literal=k=v",
+    ])?;
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !(seen.contains("\"ADDED\"") && seen.contains("\"name\":\"watched\"")) {
+        let n = tcp.read(&mut buf)?;
+        anyhow::ensure!(n > 0, "the watch ended before the event arrived: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    Ok(())
+}
