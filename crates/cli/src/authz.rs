@@ -41,25 +41,6 @@ pub struct AuthzArgs {
     pub log_format: String,
 }
 
-/// Cancels `token` on SIGINT or SIGTERM.
-fn cancel_on_signals(token: CancellationToken) {
-    tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
-        token.cancel();
-    });
-}
-
 /// Runs the authorizer: watches, gRPC, webhooks, until SIGINT/SIGTERM.
 pub async fn run(args: AuthzArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
@@ -81,7 +62,7 @@ pub async fn run(args: AuthzArgs) -> anyhow::Result<()> {
     let service = AuthzService::new(store.clone(), Authorizer::new(args.mode), metrics.clone());
 
     let shutdown = CancellationToken::new();
-    cancel_on_signals(shutdown.clone());
+    crate::serve::shutdown_on_signals(shutdown.clone());
     let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.grpc_listen))?;

@@ -39,25 +39,6 @@ pub struct GatewayArgs {
     pub request_timeout_seconds: u64,
 }
 
-/// Cancels `token` on SIGINT or SIGTERM.
-fn shutdown_on_signals(token: CancellationToken) {
-    tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
-        token.cancel();
-    });
-}
-
 /// Runs the gateway until SIGINT/SIGTERM.
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let secret = crate::token::read_secret(&args.common.jwt_secret_file)?;
@@ -67,7 +48,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .context("cannot configure the Kubernetes client")?;
     let client = kube::Client::try_from(upstream.clone()).context("cannot build the Kubernetes client")?;
     let shutdown = CancellationToken::new();
-    shutdown_on_signals(shutdown.clone());
+    crate::serve::shutdown_on_signals(shutdown.clone());
     let registry = SharedRegistry::default();
 
     // Authorization: the policy watched into an in-process store.
