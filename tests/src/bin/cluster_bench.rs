@@ -294,21 +294,29 @@ async fn load(
     Ok(())
 }
 
+/// Creates the KubeSphere ServiceAccount `ns/name`.
+async fn create_service_account(
+    api: &Api,
+    send: &mut SendRequest<Full<Bytes>>,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let sa = json!({"apiVersion": "kubesphere.io/v1alpha1", "kind": "ServiceAccount",
+                    "metadata": {"name": name, "namespace": ns}});
+    let path = format!("/apis/kubesphere.io/v1alpha1/namespaces/{ns}/serviceaccounts");
+    let (status, body) = api.call(send, Method::POST, &path, Some(&sa)).await?;
+    ensure!(
+        status == 201,
+        "create ServiceAccount {ns}/{name}: {status} {body}"
+    );
+    Ok(())
+}
+
 /// A ServiceAccount bound to platform-admin, and its token (read from its Secret).
 async fn admin_token(api: &Api, ns: &str) -> anyhow::Result<String> {
     use base64::Engine as _;
     let mut send = api.connect().await?;
-    let sa = json!({"apiVersion": "kubesphere.io/v1alpha1", "kind": "ServiceAccount",
-                    "metadata": {"name": "loader", "namespace": ns}});
-    let (status, body) = api
-        .call(
-            &mut send,
-            Method::POST,
-            &format!("/apis/kubesphere.io/v1alpha1/namespaces/{ns}/serviceaccounts"),
-            Some(&sa),
-        )
-        .await?;
-    ensure!(status == 201, "create ServiceAccount: {status} {body}");
+    create_service_account(api, &mut send, ns, "loader").await?;
     let grb = json!({"apiVersion": "iam.kubesphere.io/v1beta1", "kind": "GlobalRoleBinding",
         "metadata": {"name": format!("bench-{ns}")},
         "roleRef": {"apiGroup": "iam.kubesphere.io", "kind": "GlobalRole", "name": "platform-admin"},
@@ -463,17 +471,7 @@ async fn main() -> anyhow::Result<()> {
     let ns = format!("bench-admission-{suffix}");
     namespace(&api, &ns).await?;
     let mut send = api.connect().await?;
-    let sa = json!({"apiVersion": "kubesphere.io/v1alpha1", "kind": "ServiceAccount",
-                    "metadata": {"name": "sample", "namespace": ns}});
-    let (status, body) = api
-        .call(
-            &mut send,
-            Method::POST,
-            &format!("/apis/kubesphere.io/v1alpha1/namespaces/{ns}/serviceaccounts"),
-            Some(&sa),
-        )
-        .await?;
-    ensure!(status == 201, "create ServiceAccount: {status} {body}");
+    create_service_account(&api, &mut send, &ns, "sample").await?;
     let path = format!("/apis/kubesphere.io/v1alpha1/namespaces/{ns}/serviceaccounts/sample");
     let deadline = Instant::now() + Duration::from_secs(60);
     while api.call(&mut send, Method::GET, &path, None).await?.1["secrets"]
