@@ -41,6 +41,8 @@ pub struct KsiamAll {
     pub jwt_secret_file: PathBuf,
     /// `http://127.0.0.1:PORT` of the authorizer's gRPC API.
     pub authz_grpc: String,
+    /// `http://127.0.0.1:PORT` of the token service's gRPC API.
+    pub token_grpc: String,
     /// The file holding the pid of the running `ksiam all` (it changes when the process is restarted).
     pub pid_file: PathBuf,
     /// The `ksiam` binary.
@@ -82,6 +84,7 @@ impl Stack {
             env.push(("KSIAM_JWT_SECRET_FILE", k.jwt_secret_file.display().to_string()));
             env.push(("KSIAM_AUTHZ_GRPC", k.authz_grpc.clone()));
             env.push(("KSIAM_AUTHZ_ADDR", k.authz_grpc.clone()));
+            env.push(("KSIAM_TOKEN_GRPC", k.token_grpc.clone()));
             env.push(("KSIAM_PID_FILE", k.pid_file.display().to_string()));
             env.push(("KSIAM_BIN", k.bin.display().to_string()));
         }
@@ -237,6 +240,7 @@ fn start_ksiam(cp: &mut ControlPlane, bin: &Path) -> anyhow::Result<KsiamAll> {
     crate::pki::write_secret(&jwt_secret_file, &crate::pki::random_hex(32)?)?;
     let listen = free_port()?;
     let grpc = free_port()?;
+    let token_grpc = free_port()?;
     let pid_file = cp.run_dir.join("ksiam.pid");
     let (webhooks, crt, key) = cp.authn_authz_webhooks.clone();
     let mut cmd = Command::new("sh");
@@ -253,6 +257,7 @@ fn start_ksiam(cp: &mut ControlPlane, bin: &Path) -> anyhow::Result<KsiamAll> {
         .env("KSIAM_JWT_SECRET_FILE", &jwt_secret_file)
         .env("KSIAM_GATEWAY_LISTEN", listen.to_string())
         .env("KSIAM_AUTHZ_GRPC_LISTEN", grpc.to_string())
+        .env("KSIAM_TOKEN_GRPC_LISTEN", token_grpc.to_string())
         .env("KSIAM_AUTHZ_WEBHOOK_LISTEN", webhooks.to_string())
         .env("KSIAM_AUTHZ_TLS_CERT_FILE", crt)
         .env("KSIAM_AUTHZ_TLS_KEY_FILE", key);
@@ -263,6 +268,7 @@ fn start_ksiam(cp: &mut ControlPlane, bin: &Path) -> anyhow::Result<KsiamAll> {
         gateway: format!("http://{listen}"),
         jwt_secret_file,
         authz_grpc: format!("http://{grpc}"),
+        token_grpc: format!("http://{token_grpc}"),
         pid_file,
         bin: bin.to_owned(),
     })

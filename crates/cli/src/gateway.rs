@@ -66,7 +66,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let live = Arc::new(LiveTokens::default());
     let live_watch = tokio::spawn(ksiam_controller::live::run(
         client.clone(),
-        live.clone(),
+        live.clone() as Arc<dyn ksiam_token::HoldTokens>,
         readiness.register("token-secrets"),
         shutdown.clone().cancelled_owned(),
     ));

@@ -90,6 +90,10 @@ pub struct AllArgs {
     /// `AlwaysAllow`, `AlwaysDeny` or `RBAC` (KubeSphere's `authorization.mode`).
     #[arg(long, env = "KSIAM_AUTHORIZATION_MODE", default_value = "RBAC")]
     pub authorization: ksiam_rbac::Mode,
+    /// Where the token service's gRPC API (`ksiam.token.v1.TokenService`: issue, verify, key and revocation
+    /// streams) listens; not served when unset.
+    #[arg(long, env = "KSIAM_TOKEN_GRPC_LISTEN")]
+    pub token_grpc_listen: Option<SocketAddr>,
     /// Where the authorizer's gRPC API (`ksiam.authz.v1.Authorizer`) listens; not served when unset.
     #[arg(long, env = "KSIAM_AUTHZ_GRPC_LISTEN")]
     pub authz_grpc_listen: Option<SocketAddr>,
@@ -229,20 +233,36 @@ pub async fn all(args: AllArgs) -> anyhow::Result<()> {
     let authorizer = ksiam_rbac::Authorizer::new(args.authorization);
     let authz = ksiam_authz::AuthzService::new(store.clone(), authorizer, authz_metrics);
 
-    // Authentication: revocation through the token Secrets, existence through the informer caches.
-    let live = Arc::new(ksiam_token::LiveTokens::default());
+    // Authentication: revocation through the token Secrets (the token service keeps the live set and
+    // streams its changes), existence through the informer caches.
+    let tokens = ksiam_token::grpc::TokenService::new(keys.clone(), args.common.issuer.clone());
+    tokens.enforce_live_tokens(true);
     tasks.spawn(ksiam_controller::live::run(
         client.clone(),
-        live.clone(),
+        Arc::new(tokens.clone()),
         readiness.register("token-secrets"),
         shutdown.clone().cancelled_owned(),
     ));
     let (directory, caches) = ksiam_gateway::KubeDirectory::start(&client, &shutdown);
     let authenticator = Arc::new(
         ksiam_token::Authenticator::new(keys.clone())
-            .with_live_tokens(live)
+            .with_live_tokens(tokens.live_tokens().clone())
             .with_directory(directory),
     );
+    if let Some(addr) = args.token_grpc_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        info!(listen = %addr, "token service gRPC API");
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let stop = shutdown.clone();
+            if let Err(e) = ksiam_token::grpc::serve(listener, tokens, stop.cancelled_owned()).await {
+                tracing::error!(error = %e, "token service gRPC server failed");
+                shutdown.cancel();
+            }
+        });
+    }
 
     if let Some(addr) = args.authz_grpc_listen {
         let listener = tokio::net::TcpListener::bind(addr)

@@ -1,4 +1,4 @@
-//! Feeds [`LiveTokens`] from a watch on token Secrets: the revocation half of the token service.
+//! Feeds [`ksiam_token::LiveTokens`] (or the token service) from a watch on token Secrets: the revocation half of the token service.
 //!
 //! A ServiceAccount token is valid only while a `kubesphere.io/service-account-token` Secret holds it.
 //! Deleting the Secret (or replacing its token) releases the old token; the watch delivers that within
@@ -10,7 +10,7 @@ use std::{collections::HashSet, sync::Arc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use ksiam_api::constants as c;
-use ksiam_token::LiveTokens;
+use ksiam_token::HoldTokens;
 use kube::{
     Api, ResourceExt,
     runtime::{WatchStreamExt, watcher},
@@ -23,7 +23,7 @@ fn key(secret: &Secret) -> String {
 }
 
 /// Applies one Secret's current state.
-pub fn apply(live: &LiveTokens, secret: &Secret) {
+pub fn apply(live: &dyn HoldTokens, secret: &Secret) {
     let token = secret
         .data
         .as_ref()
@@ -39,7 +39,7 @@ pub fn apply(live: &LiveTokens, secret: &Secret) {
 /// Watches token Secrets into `live` until `shutdown` resolves; reports `synced` after the first complete list.
 pub async fn run(
     client: kube::Client,
-    live: Arc<LiveTokens>,
+    live: Arc<dyn HoldTokens>,
     synced: crate::Ready,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -64,19 +64,19 @@ pub async fn run(
                 if let Some(seen) = &mut seen {
                     seen.insert(key(&secret));
                 }
-                apply(&live, &secret);
+                apply(&*live, &secret);
             }
             Ok(watcher::Event::InitDone) => {
                 if let Some(seen) = seen.take() {
-                    live.retain(|k| seen.contains(k));
+                    live.retain(&mut |k| seen.contains(k));
                 }
                 if first_sync {
                     first_sync = false;
                     synced.set(true);
-                    info!(tokens = live.len(), "token secrets synced");
+                    info!("token secrets synced");
                 }
             }
-            Ok(watcher::Event::Apply(secret)) => apply(&live, &secret),
+            Ok(watcher::Event::Apply(secret)) => apply(&*live, &secret),
             Ok(watcher::Event::Delete(secret)) => live.release(&key(&secret)),
             Err(e) => warn!(error = %e, "token secret watch failed; retrying"),
         }
@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn secrets_hold_and_release_tokens() {
-        let live = LiveTokens::default();
+        let live = ksiam_token::LiveTokens::default();
         apply(&live, &secret("a", Some("tok")));
         assert!(live.is_live(&ksiam_token::token_id("tok")));
         apply(&live, &secret("a", None));

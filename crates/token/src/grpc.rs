@@ -212,6 +212,17 @@ impl TokenService {
         }
     }
 
+    /// Releases every Secret for which `keep` returns false (after a watch re-list).
+    pub fn retain(&self, keep: &mut dyn FnMut(&str) -> bool) {
+        let gone: Vec<String> = {
+            let ids = self.shared.live_ids.lock();
+            ids.by_secret.keys().filter(|k| !keep(k)).cloned().collect()
+        };
+        for key in gone {
+            self.release(&key);
+        }
+    }
+
     fn publish_live(&self, ids: &LiveIds) {
         self.shared.live_tx.send_replace(Arc::new(LiveSnapshot {
             generation: self.shared.live.generation(),
@@ -451,6 +462,18 @@ impl KeysState {
                 String::new()
             },
         }
+    }
+}
+
+impl crate::HoldTokens for TokenService {
+    fn hold(&self, key: &str, token: &str) {
+        TokenService::hold(self, key, token);
+    }
+    fn release(&self, key: &str) {
+        TokenService::release(self, key);
+    }
+    fn retain(&self, keep: &mut dyn FnMut(&str) -> bool) {
+        TokenService::retain(self, keep);
     }
 }
 

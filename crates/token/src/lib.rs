@@ -38,7 +38,7 @@ pub use self::{
     claims::{Claims, DEFAULT_ISSUER, SA_USERNAME_PREFIX, STATIC_TOKEN, parse_sa_username, sa_username},
     jws::{decode_unverified, token_id},
     keys::{EcKey, HmacKey, Key, KeySet, openid_configuration},
-    live::LiveTokens,
+    live::{HoldTokens, LiveTokens},
 };
 
 /// Why a token was rejected. The texts follow KubeSphere's where it has one; none contains the token.

@@ -6,6 +6,29 @@ use parking_lot::RwLock;
 
 use crate::token_id;
 
+/// Where a watch on token Secrets reports what each Secret holds: [`LiveTokens`] itself, or the gRPC
+/// `TokenService`, which also streams the changes (`WatchRevocations`).
+pub trait HoldTokens: Send + Sync {
+    /// Secret `key` holds `token` (replacing what it held before).
+    fn hold(&self, key: &str, token: &str);
+    /// Secret `key` is gone or holds no token.
+    fn release(&self, key: &str);
+    /// Releases every Secret for which `keep` returns false (after a watch re-list).
+    fn retain(&self, keep: &mut dyn FnMut(&str) -> bool);
+}
+
+impl HoldTokens for LiveTokens {
+    fn hold(&self, key: &str, token: &str) {
+        LiveTokens::hold(self, key, token);
+    }
+    fn release(&self, key: &str) {
+        LiveTokens::release(self, key);
+    }
+    fn retain(&self, keep: &mut dyn FnMut(&str) -> bool) {
+        LiveTokens::retain(self, keep);
+    }
+}
+
 /// The tokens currently held by token Secrets, by Secret (`namespace/name`) → token id.
 ///
 /// A token is valid only while some Secret holds it: delete the Secret and the token is revoked, recreate
