@@ -8,6 +8,7 @@
 //! * [`mod@register`]: the `MutatingWebhookConfiguration` ([`register()`]).
 //! * [`run`]: all of it, for the `ksiam` binary.
 
+pub mod cached;
 pub mod inject;
 pub mod lookup;
 pub mod register;
@@ -17,6 +18,7 @@ pub mod server;
 pub mod tls;
 
 pub use self::{
+    cached::CachedLookup,
     inject::{InjectOptions, Injector, inject, mutate},
     lookup::{KubeLookup, Lookup, LookupError, MemoryLookup},
     register::{CaBundleSource, FailurePolicy, Registration, WebhookTarget, register, webhook_configuration},

@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use kube::Client;
 
+use crate::cached::CachedLookup;
 use crate::inject::{InjectOptions, Injector};
-use crate::lookup::KubeLookup;
 use crate::register::{CaBundleSource, FailurePolicy, Registration, WebhookTarget, register};
 use crate::server::{AbortOnDrop, Server, ServerError};
 use crate::tls::TlsSource;
@@ -143,8 +143,10 @@ pub async fn run(
         None
     };
 
+    let caches = tokio_util::sync::CancellationToken::new();
+    let _stop_caches = caches.clone().drop_guard();
     let injector = Injector::new(
-        KubeLookup::new(client),
+        CachedLookup::start(client, &caches),
         InjectOptions {
             tls_mode: config.tls_mode,
         },
