@@ -5,6 +5,8 @@
 //!   `rbac.authorization.k8s.io/v1` objects, the three benchmark request sets, and random requests.
 //! - Tokens: one KubeSphere ServiceAccount token (HS256, fixed `iat`) and its secret.
 
+pub mod load;
+
 use std::{fs, path::Path};
 
 use anyhow::Context as _;
