@@ -85,7 +85,7 @@ impl Api {
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Value)> {
         let body = body
-            .map(|b| serde_json::to_vec(b))
+            .map(serde_json::to_vec)
             .transpose()?
             .unwrap_or_default();
         let req = Request::builder()
