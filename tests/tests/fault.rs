@@ -90,7 +90,7 @@ fn service_accounts_get_exactly_one_token_secret_while_the_controller_is_killed(
     for batch in names.chunks(BATCH) {
         kubectl_with_stdin(&["apply", "-f", "-"], &manifest(ns.name(), batch))?;
         // Kill in about two batches out of three, at a random moment while the batch is being reconciled.
-        if rng.next() % 3 != 0 {
+        if !rng.next().is_multiple_of(3) {
             std::thread::sleep(Duration::from_millis(rng.next() % 400));
             let down = kill_and_wait_for_restart()?;
             kills += 1;
