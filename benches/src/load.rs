@@ -308,9 +308,7 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 async fn webhook_connection(addr: SocketAddr, tls: &tokio_rustls::TlsConnector) -> anyhow::Result<Sender> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let stream = tls
-        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-        .await?;
+    let stream = tls.connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -389,12 +387,10 @@ pub fn grpc_requests(cases: &[BenchCase]) -> Vec<pb::Attributes> {
 
 /// A plaintext HTTP/2 channel.
 pub async fn grpc_channel(addr: SocketAddr) -> anyhow::Result<Channel> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?,
-    )
+    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await?)
 }
 
 /// Checks every case's decision at `addr`.
@@ -406,7 +402,12 @@ pub async fn grpc_check(addr: SocketAddr, cases: &[BenchCase]) -> anyhow::Result
             .await?
             .into_inner();
         if r.allowed != c.allowed {
-            bail!("{addr}: case {} answered allowed={}, expected {}", c.name, r.allowed, c.allowed);
+            bail!(
+                "{addr}: case {} answered allowed={}, expected {}",
+                c.name,
+                r.allowed,
+                c.allowed
+            );
         }
     }
     Ok(())
@@ -484,7 +485,10 @@ mod tests {
         assert_eq!(percentile(&one, 0.5), Some(Duration::from_micros(7)));
         assert_eq!(percentile(&one, 0.99), Some(Duration::from_micros(7)));
         assert_eq!(percentile(&us(&[1, 2, 3]), 0.5), Some(Duration::from_micros(2)));
-        assert_eq!(percentile(&us(&[1, 2, 3, 4]), 0.5), Some(Duration::from_micros(2)));
+        assert_eq!(
+            percentile(&us(&[1, 2, 3, 4]), 0.5),
+            Some(Duration::from_micros(2))
+        );
         assert_eq!(percentile(&[], 0.5), None);
     }
 
@@ -563,7 +567,9 @@ mod tests {
     #[test]
     fn controller_runtime_peer_patches_the_seed_pod_like_ours() {
         let Some(bin) = peer_binary("controller-runtime-webhook", "KSIAM_CR_WEBHOOK_BIN") else {
-            eprintln!("skipped: no controller-runtime-webhook binary (KSIAM_CR_WEBHOOK_BIN or target/peers/bin)");
+            eprintln!(
+                "skipped: no controller-runtime-webhook binary (KSIAM_CR_WEBHOOK_BIN or target/peers/bin)"
+            );
             return;
         };
         let review = seed_review().unwrap();
@@ -575,9 +581,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let theirs = runtime
-            .block_on(webhook_once(server.addr, &body))
-            .unwrap();
+        let theirs = runtime.block_on(webhook_once(server.addr, &body)).unwrap();
         assert_eq!(patched_pod(&theirs, pod).unwrap(), ours);
     }
 

@@ -121,7 +121,9 @@ fn main() -> anyhow::Result<()> {
         Command::ServeWebhook { addr } => single_thread()?.block_on(serve_webhook(addr)),
         Command::ServeGrpc { policy, addr } => {
             let policy = ksiam_bench::read_policy(&policy)?;
-            let store = Arc::new(ksiam_rbac::PolicyStore::new(ksiam_rbac::PolicyIndex::build(&policy)));
+            let store = Arc::new(ksiam_rbac::PolicyStore::new(ksiam_rbac::PolicyIndex::build(
+                &policy,
+            )));
             store.set_ready(true);
             let service = ksiam_authz::AuthzService::new(
                 store,
@@ -131,7 +133,8 @@ fn main() -> anyhow::Result<()> {
             single_thread()?.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(addr).await?;
                 announce(listener.local_addr()?)?;
-                ksiam_authz::serve_grpc(listener, service, tokio_util::sync::CancellationToken::new()).await?;
+                ksiam_authz::serve_grpc(listener, service, tokio_util::sync::CancellationToken::new())
+                    .await?;
                 Ok(())
             })
         }
@@ -157,9 +160,11 @@ fn main() -> anyhow::Result<()> {
             match kind {
                 Kind::Webhook => {
                     let ours = ServerProcess::start("ours", cpu, &me, &["serve-webhook"], &[])?;
-                    let theirs = ServerProcess::start("controller-runtime", cpu, &peer, &[], &[("GOMAXPROCS", "1")])?;
+                    let theirs =
+                        ServerProcess::start("controller-runtime", cpu, &peer, &[], &[("GOMAXPROCS", "1")])?;
                     let review = load::seed_review()?;
-                    let expected = load::patched_pod(&load::ours_in_process(&review)?, &review["request"]["object"])?;
+                    let expected =
+                        load::patched_pod(&load::ours_in_process(&review)?, &review["request"]["object"])?;
                     single_thread()?.block_on(load_webhook(&ours, &theirs, &review, &expected, &plan))
                 }
                 Kind::Grpc => {
@@ -168,8 +173,13 @@ fn main() -> anyhow::Result<()> {
                     let cases: Vec<BenchCase> = serde_json::from_slice(&std::fs::read(&cases)?)?;
                     let p = policy.to_string_lossy();
                     let ours = ServerProcess::start("ours", cpu, &me, &["serve-grpc", "--policy", &p], &[])?;
-                    let theirs =
-                        ServerProcess::start("grpc-go", cpu, &peer, &["-policy", &p], &[("GOMAXPROCS", "1")])?;
+                    let theirs = ServerProcess::start(
+                        "grpc-go",
+                        cpu,
+                        &peer,
+                        &["-policy", &p],
+                        &[("GOMAXPROCS", "1")],
+                    )?;
                     single_thread()?.block_on(load_grpc(&ours, &theirs, &cases, &plan))
                 }
             }
@@ -178,7 +188,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn single_thread() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn announce(addr: SocketAddr) -> anyhow::Result<()> {
@@ -239,7 +251,11 @@ async fn load_webhook(
     let body = Bytes::from(serde_json::to_vec(review)?);
     for s in [ours, theirs] {
         let got = load::patched_pod(&load::webhook_once(s.addr, &body).await?, pod)?;
-        anyhow::ensure!(&got == expected, "{} patched the seed pod differently: {got}", s.name);
+        anyhow::ensure!(
+            &got == expected,
+            "{} patched the seed pod differently: {got}",
+            s.name
+        );
     }
     println!("CHECK kind=webhook both servers patch the seed pod identically");
     measure("webhook", [ours, theirs], plan, |addr, c, d| {
