@@ -62,7 +62,12 @@ enum Command {
         full: bool,
     },
     /// Peer benchmarks side by side; rewrites the generated tables of docs/benchmarks.md.
-    Bench,
+    Bench {
+        /// Only these parts, comma-separated: `p1` (with `p4`: the micro-benchmarks and conformance), `p5`
+        /// (gRPC load), `p7` (webhook load); their sections of the generated block are replaced, the rest kept.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,7 +82,7 @@ fn main() -> anyhow::Result<()> {
         Command::ClusterBench => cluster_bench::run(&root),
         Command::E2e { backend, args } => control_plane::e2e(&root, backend, &args),
         Command::Conformance { full } => conformance::run_cli(&root, full),
-        Command::Bench => bench::run_cli(&root),
+        Command::Bench { only } => bench::run_cli(&root, &only),
     }
 }
 
