@@ -153,6 +153,15 @@ pub fn bootstrap(root: &Path, kubectl: &Kubectl) -> anyhow::Result<()> {
         });
         kubectl.apply(&workspace.to_string())?;
         say("created WorkspaceTemplate system-workspace");
+        // The host cluster, as KubeSphere's installer registers it (what `/kapis/.../clusters` lists).
+        let host = serde_json::json!({
+            "apiVersion": "cluster.kubesphere.io/v1alpha1",
+            "kind": "Cluster",
+            "metadata": {"name": "host", "labels": {"cluster-role.kubesphere.io/host": ""}},
+            "spec": {"enable": true, "joinFederation": true, "connection": {"type": "direct"}},
+        });
+        kubectl.apply(&host.to_string())?;
+        say("created Cluster host");
     } else {
         say("skipping WorkspaceTemplate system-workspace: its CRD is not installed yet");
     }
