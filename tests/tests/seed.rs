@@ -178,9 +178,17 @@ fn the_seed_walkthrough_end_to_end() -> anyhow::Result<()> {
         list["items"].is_array() && list["totalItems"].is_number(),
         "{body}"
     );
+    assert!(
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["metadata"]["name"] == "host"),
+        "the host cluster is listed: {body}"
+    );
     let sdk = sdk_example(&token)?;
     assert!(
-        sdk.contains("\"totalItems\""),
+        sdk.contains("\"totalItems\"") && sdk.contains("\"host\""),
         "SDK example output after the binding: {sdk}"
     );
     delete("globalrolebinding", "sample-platform-admin", None)?;
