@@ -560,43 +560,4 @@ mod tests {
         let denied = json!({"response": {"allowed": false}}).to_string();
         assert!(patched_pod(denied.as_bytes(), &pod).is_err());
     }
-
-    /// Both webhooks produce the same pod for the seed review. Needs the Go peer's binary: set
-    /// `KSIAM_CR_WEBHOOK_BIN`, or build it once with `cargo xtask bench --only p7`; skipped (with a message)
-    /// when neither is there.
-    #[test]
-    fn controller_runtime_peer_patches_the_seed_pod_like_ours() {
-        let Some(bin) = peer_binary("controller-runtime-webhook", "KSIAM_CR_WEBHOOK_BIN") else {
-            eprintln!(
-                "skipped: no controller-runtime-webhook binary (KSIAM_CR_WEBHOOK_BIN or target/peers/bin)"
-            );
-            return;
-        };
-        let review = seed_review().unwrap();
-        let pod = &review["request"]["object"];
-        let ours = patched_pod(&ours_in_process(&review).unwrap(), pod).unwrap();
-        let server = ServerProcess::start("controller-runtime", None, &bin, &[], &[]).unwrap();
-        let body = Bytes::from(serde_json::to_vec(&review).unwrap());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let theirs = runtime.block_on(webhook_once(server.addr, &body)).unwrap();
-        assert_eq!(patched_pod(&theirs, pod).unwrap(), ours);
-    }
-
-    /// `$env`, else the newest `target/peers/bin/<name>-*/<name>`.
-    fn peer_binary(name: &str, env: &str) -> Option<std::path::PathBuf> {
-        if let Some(p) = std::env::var_os(env) {
-            return Some(p.into());
-        }
-        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/bin");
-        std::fs::read_dir(bin)
-            .ok()?
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{name}-")))
-            .map(|e| e.path().join(name))
-            .filter(|p| p.is_file())
-            .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
-    }
 }
