@@ -84,10 +84,7 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let body = body
-            .map(serde_json::to_vec)
-            .transpose()?
-            .unwrap_or_default();
+        let body = body.map(serde_json::to_vec).transpose()?.unwrap_or_default();
         let req = Request::builder()
             .method(method)
             .uri(path)
