@@ -238,6 +238,15 @@ async fn connect_plain(addr: &str) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     Ok(send)
 }
 
+/// `n` plain-HTTP/1.1 connections to `addr`.
+async fn plain_connections(addr: &str, n: usize) -> anyhow::Result<Vec<SendRequest<Full<Bytes>>>> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(connect_plain(addr).await?);
+    }
+    Ok(conns)
+}
+
 /// Closed-loop load: `conns` connections, each sending `GET path` with `token` back to back for `seconds`.
 async fn load(
     label: &str,
@@ -379,10 +388,7 @@ async fn gateway_load(api: Arc<Api>, ns: &str, seconds: u64) -> anyhow::Result<(
 
     println!("| Request ({conns} connections, {seconds} s) | req/s | p50 | p99 |");
     println!("|---|---|---|---|");
-    let mut plain = Vec::new();
-    for _ in 0..conns {
-        plain.push(connect_plain(&bare).await?);
-    }
+    let plain = plain_connections(&bare, conns).await?;
     load(
         "bare axum handler (`GET /ok`)",
         plain,
@@ -392,10 +398,7 @@ async fn gateway_load(api: Arc<Api>, ns: &str, seconds: u64) -> anyhow::Result<(
         seconds,
     )
     .await?;
-    let mut gw = Vec::new();
-    for _ in 0..conns {
-        gw.push(connect_plain(&gateway).await?);
-    }
+    let gw = plain_connections(&gateway, conns).await?;
     load(
         "gateway: authorized `GET /kapis/tenant.kubesphere.io/v1beta1/clusters`",
         gw,
@@ -405,10 +408,7 @@ async fn gateway_load(api: Arc<Api>, ns: &str, seconds: u64) -> anyhow::Result<(
         seconds,
     )
     .await?;
-    let mut gw = Vec::new();
-    for _ in 0..conns {
-        gw.push(connect_plain(&gateway).await?);
-    }
+    let gw = plain_connections(&gateway, conns).await?;
     load(
         "gateway: proxied `GET /api/v1/namespaces/<ns>/pods`",
         gw,
