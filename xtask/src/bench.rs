@@ -123,7 +123,7 @@ fn micro_tables(root: &Path, prepared: &conformance::Prepared) -> anyhow::Result
         step.done();
         commands.push(shown);
     }
-    let criterion = root.join("target").join("criterion");
+    let criterion = crate::stack::cargo_target_dir(root).join("criterion");
 
     // Peers.
     let mut k8s = BTreeMap::new();

@@ -36,7 +36,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         .join(format!("bench-{epoch}-{}", std::process::id()));
     let stack = Stack::start_with_profile(root, &run_dir, "bench")?;
     let step = Step::start("cluster_bench");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    let target = crate::stack::cargo_target_dir(root);
     let mut cmd = Command::new(Path::new(&target).join("release").join("cluster_bench"));
     cmd.envs(stack.env())
         .env("KSIAM_E2E", "1")

@@ -81,7 +81,7 @@ pub fn prepare(root: &Path, sizes: &[usize], profile: Profile, data: &Path) -> a
     };
     run_inherit(&mut build)?;
     step.done();
-    let ksiam_bench = root.join("target").join(dir).join("ksiam-bench");
+    let ksiam_bench = crate::stack::cargo_target_dir(root).join(dir).join("ksiam-bench");
 
     let step = Step::start(format!(
         "write policies and {REQUESTS} random requests per size to {}",

@@ -297,6 +297,11 @@ pub fn http_ok(addr: std::net::SocketAddr, path: &str) -> bool {
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
 }
 
+/// Where cargo puts build output: `$CARGO_TARGET_DIR`, else `<root>/target`.
+pub fn cargo_target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
 /// `$CARGO` when run through cargo, else `cargo`.
 pub fn cargo() -> PathBuf {
     std::env::var_os("CARGO").map_or_else(|| "cargo".into(), PathBuf::from)

@@ -148,7 +148,7 @@ fn e2e_local(root: &Path, args: &[String]) -> anyhow::Result<()> {
 
     let step = Step::start("cargo test -p ksiam-e2e");
     let mut cmd = e2e_test_cmd(root, args);
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = crate::stack::cargo_target_dir(root);
     cmd.envs(stack.env())
         .env(
             "KSIAM_SDK_EXAMPLE",
