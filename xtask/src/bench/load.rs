@@ -288,7 +288,21 @@ fn markers(part: &str) -> (String, String) {
 pub fn replace_section(doc: &str, part: &str, text: &str) -> anyhow::Result<String> {
     let (begin, end) = markers(part);
     let block = format!("{begin}\n{}\n{end}", text.trim_end());
-    match (doc.find(&begin), doc.find(&end)) {
+    // Markers count only as whole lines: prose may quote them.
+    let find = |marker: &str| {
+        let mut from = 0;
+        while let Some(i) = doc[from..].find(marker) {
+            let at = from + i;
+            let line_start = at == 0 || doc.as_bytes()[at - 1] == b'\n';
+            let line_end = doc[at + marker.len()..].starts_with('\n') || at + marker.len() == doc.len();
+            if line_start && line_end {
+                return Some(at);
+            }
+            from = at + marker.len();
+        }
+        None
+    };
+    match (find(&begin), find(&end)) {
         (Some(b), Some(e)) if b < e => Ok(format!("{}{block}{}", &doc[..b], &doc[e + end.len()..])),
         (None, None) => {
             let Some(at) = doc.find(super::END) else {
@@ -342,5 +356,12 @@ mod tests {
         let twice = replace_section(&once, "p5", "FIVE").unwrap();
         assert_eq!(twice, once.replace("five", "FIVE"));
         assert!(replace_section("no markers", "p5", "x").is_err());
+        let quoted = format!("see `<!-- xtask-bench:p5:begin -->` below\n{once}");
+        let replaced = replace_section(&quoted, "p5", "FIVE").unwrap();
+        assert!(
+            replaced.starts_with("see `<!-- xtask-bench:p5:begin -->` below\n"),
+            "{replaced}"
+        );
+        assert!(replaced.contains("\nFIVE\n"), "{replaced}");
     }
 }
