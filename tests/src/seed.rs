@@ -147,3 +147,21 @@ subjects:
   name: sample
   namespace: default
 ";
+
+/// Waits (up to 30 s) until the Secret `ns/secret` holds a token, and returns it (`kubectl get secrets
+/// <secret> -n <ns> -o jsonpath={.data.token} | base64 -d`).
+pub fn secret_token(ns: &str, secret: &str) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    poll(
+        &format!("the token in {ns}/{secret}"),
+        Duration::from_secs(30),
+        || {
+            let b64 = kubectl(&["get", "secrets", secret, "-n", ns, "-o", "jsonpath={.data.token}"])?;
+            if b64.is_empty() {
+                return Ok(None);
+            }
+            let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim())?;
+            Ok(Some(String::from_utf8(raw)?))
+        },
+    )
+}

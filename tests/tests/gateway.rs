@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use ksiam_e2e::{TestNamespace, e2e, kubectl, kubectl_with_stdin, poll, token_secret_name};
+use ksiam_e2e::{TestNamespace, e2e, kubectl, kubectl_with_stdin, poll, secret_token, token_secret_name};
 
 /// `host:port` of the gateway (plain HTTP).
 fn gateway() -> String {
@@ -55,29 +55,7 @@ fn service_account_token(ns: &str, name: &str) -> anyhow::Result<String> {
             "apiVersion: kubesphere.io/v1alpha1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {ns}\nsecrets: []\n"
         ),
     )?;
-    let secret = token_secret_name(ns, name)?;
-    poll(
-        &format!("the token of {ns}/{name}"),
-        Duration::from_secs(30),
-        || {
-            let b64 = kubectl(&[
-                "get",
-                "secrets",
-                &secret,
-                "-n",
-                ns,
-                "-o",
-                "jsonpath={.data.token}",
-            ])?;
-            if b64.is_empty() {
-                return Ok(None);
-            }
-            use base64::Engine as _;
-            Ok(Some(String::from_utf8(
-                base64::engine::general_purpose::STANDARD.decode(b64.trim())?,
-            )?))
-        },
-    )
+    secret_token(ns, &token_secret_name(ns, name)?)
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ksiam_e2e::{TestNamespace, e2e, kubectl, kubectl_with_stdin, poll, token_secret_name};
+use ksiam_e2e::{TestNamespace, e2e, kubectl, kubectl_with_stdin, poll, secret_token, token_secret_name};
 
 /// Runs kubectl with nothing but `token` as credentials (no client certificate): `(succeeded, output)`.
 fn kubectl_with_token(token: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
@@ -42,22 +42,6 @@ fn kubectl_with_token(token: &str, args: &[&str]) -> anyhow::Result<(bool, Strin
     Ok((out.status.success(), text))
 }
 
-fn token_in(ns: &str, secret: &str) -> anyhow::Result<String> {
-    use base64::Engine as _;
-    poll(
-        &format!("the token of {ns}/{secret}"),
-        Duration::from_secs(30),
-        || {
-            let b64 = kubectl(&["get", "secret", secret, "-n", ns, "-o", "jsonpath={.data.token}"])?;
-            if b64.is_empty() {
-                return Ok(None);
-            }
-            let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim())?;
-            Ok(Some(String::from_utf8(raw)?))
-        },
-    )
-}
-
 #[test]
 fn kubectl_with_a_kubesphere_service_account_token_against_kube_apiserver() -> anyhow::Result<()> {
     let ns = TestNamespace::create("kubeauth")?;
@@ -69,7 +53,7 @@ fn kubectl_with_a_kubesphere_service_account_token_against_kube_apiserver() -> a
         ),
     )?;
     let secret = token_secret_name(ns, "reader")?;
-    let token = token_in(ns, &secret)?;
+    let token = secret_token(ns, &secret)?;
     let user = format!("kubesphere:serviceaccount:{ns}:reader");
 
     // Authenticated (TokenReview) but not authorized: the SA has no binding.
@@ -143,7 +127,7 @@ fn kubectl_with_a_kubesphere_service_account_token_against_kube_apiserver() -> a
         let name = token_secret_name(ns, "reader")?;
         Ok((name != secret).then_some(name))
     })?;
-    let fresh = token_in(ns, &fresh_secret)?;
+    let fresh = secret_token(ns, &fresh_secret)?;
     assert_ne!(fresh, token);
     let (ok, out) = poll("the new token to work", Duration::from_secs(30), || {
         let r = kubectl_with_token(&fresh, &["get", "pods", "-n", ns])?;

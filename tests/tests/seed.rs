@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ksiam_e2e::{
     SEED_CLUSTER_ROLE_BINDING, SEED_GLOBAL_ROLE_BINDING, SEED_POD, SEED_ROLE_AND_BINDING,
     SEED_SERVICE_ACCOUNT, SEED_WORKSPACE_ROLE_BINDING, e2e, get_json, kubectl, kubectl_with_stdin, poll,
-    token_secret_name,
+    secret_token, token_secret_name,
 };
 
 /// The 403 of seed §1.3, as printed there.
@@ -63,25 +63,8 @@ fn without_whitespace(s: &str) -> String {
 /// `token=$(kubectl get secrets $(kubectl get serviceaccounts.kubesphere.io sample -n default -o
 /// jsonpath={.secrets[].name}) -n default -o jsonpath={.data.token} | base64 -d)`
 fn sample_token() -> anyhow::Result<(String, String)> {
-    use base64::Engine as _;
     let secret = token_secret_name("default", "sample")?;
-    let token = poll("the token of sample", Duration::from_secs(30), || {
-        let b64 = kubectl(&[
-            "get",
-            "secrets",
-            &secret,
-            "-n",
-            "default",
-            "-o",
-            "jsonpath={.data.token}",
-        ])?;
-        if b64.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(String::from_utf8(
-            base64::engine::general_purpose::STANDARD.decode(b64.trim())?,
-        )?))
-    })?;
+    let token = secret_token("default", &secret)?;
     Ok((secret, token))
 }
 

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use ksiam_e2e::{
-    SEED_SERVICE_ACCOUNT, TestNamespace, get_json, kubectl, kubectl_with_stdin, poll, token_secret_name,
+    SEED_SERVICE_ACCOUNT, TestNamespace, get_json, kubectl, kubectl_with_stdin, poll, secret_token,
+    token_secret_name,
 };
 
 /// The generateName alphabet of the API server.
@@ -11,26 +12,6 @@ fn is_generated_name(name: &str, prefix: &str) -> bool {
     name.strip_prefix(prefix).is_some_and(|rest| {
         rest.len() == 5 && rest.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c))
     })
-}
-
-fn token_of(ns: &str, secret: &str) -> anyhow::Result<String> {
-    poll(
-        &format!("data.token of {ns}/{secret}"),
-        Duration::from_secs(30),
-        || {
-            let b64 = kubectl(&["get", "secrets", secret, "-n", ns, "-o", "jsonpath={.data.token}"])?;
-            if b64.is_empty() {
-                return Ok(None);
-            }
-            let bytes = base64_decode(&b64)?;
-            Ok(Some(String::from_utf8(bytes)?))
-        },
-    )
-}
-
-fn base64_decode(s: &str) -> anyhow::Result<Vec<u8>> {
-    use base64::Engine as _;
-    Ok(base64::engine::general_purpose::STANDARD.decode(s.trim())?)
 }
 
 fn verifier() -> anyhow::Result<ksiam_token::Verifier> {
@@ -81,7 +62,7 @@ fn seed_1_1_create_a_service_account() -> anyhow::Result<()> {
         .collect();
     assert_eq!(header, ["NAME", "TYPE", "DATA", "AGE"]);
 
-    let token = token_of("default", &secret)?;
+    let token = secret_token("default", &secret)?;
     let (header, claims) = ksiam_token::decode_unverified(&token)?;
     assert_eq!(header, r#"{"alg":"HS256","typ":"JWT"}"#);
     let claims: serde_json::Value = serde_json::from_str(&claims)?;
@@ -145,14 +126,14 @@ fn a_deleted_token_secret_is_recreated_with_a_new_token() -> anyhow::Result<()> 
     let ns = TestNamespace::create("sa-recreate")?;
     create_sa(ns.name(), "app")?;
     let first = token_secret_name(ns.name(), "app")?;
-    let old_token = token_of(ns.name(), &first)?;
+    let old_token = secret_token(ns.name(), &first)?;
     kubectl(&["delete", "secret", &first, "-n", ns.name()])?;
     let second = poll("a new token secret", Duration::from_secs(30), || {
         let n = token_secret_name(ns.name(), "app")?;
         Ok((n != first).then_some(n))
     })?;
     assert!(is_generated_name(&second, "app-"), "{second}");
-    let new_token = token_of(ns.name(), &second)?;
+    let new_token = secret_token(ns.name(), &second)?;
     assert_ne!(old_token, new_token);
     assert_eq!(token_secrets(ns.name())?, [second]);
     Ok(())
@@ -201,7 +182,7 @@ fn a_hand_made_token_secret_is_filled() -> anyhow::Result<()> {
             ns.name()
         ),
     )?;
-    let token = token_of(ns.name(), "extra")?;
+    let token = secret_token(ns.name(), "extra")?;
     assert_eq!(
         verifier()?.verify(&token)?.username,
         format!("kubesphere:serviceaccount:{}:app", ns.name())
@@ -265,7 +246,7 @@ fn expiring_tokens_carry_exp_and_are_rotated_in_place() -> anyhow::Result<()> {
         ),
     )?;
     let secret = token_secret_name(ns.name(), "app")?;
-    let first = token_of(ns.name(), &secret)?;
+    let first = secret_token(ns.name(), &secret)?;
     let (_, claims) = ksiam_token::decode_unverified(&first)?;
     let claims: serde_json::Value = serde_json::from_str(&claims)?;
     assert_eq!(
@@ -276,7 +257,7 @@ fn expiring_tokens_carry_exp_and_are_rotated_in_place() -> anyhow::Result<()> {
     assert!(verifier()?.verify(&first).is_ok());
     // Rotated at 80% of the lifetime (48 s), in the same Secret.
     let second = poll("the token to be rotated", Duration::from_secs(75), || {
-        let t = token_of(ns.name(), &secret)?;
+        let t = secret_token(ns.name(), &secret)?;
         Ok((t != first).then_some(t))
     })?;
     assert!(verifier()?.verify(&second).is_ok());

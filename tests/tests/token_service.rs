@@ -4,26 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use ksiam_e2e::{TestNamespace, e2e, kubectl, kubectl_with_stdin, poll, token_secret_name};
+use ksiam_e2e::{TestNamespace, e2e, kubectl, kubectl_with_stdin, secret_token, token_secret_name};
 use ksiam_proto::token::v1 as pb;
 use ksiam_token::grpc::TokenClient;
-
-fn token_of(ns: &str, secret: &str) -> anyhow::Result<String> {
-    use base64::Engine as _;
-    poll(
-        &format!("the token of {ns}/{secret}"),
-        Duration::from_secs(30),
-        || {
-            let b64 = kubectl(&["get", "secret", secret, "-n", ns, "-o", "jsonpath={.data.token}"])?;
-            if b64.is_empty() {
-                return Ok(None);
-            }
-            Ok(Some(String::from_utf8(
-                base64::engine::general_purpose::STANDARD.decode(b64.trim())?,
-            )?))
-        },
-    )
-}
 
 #[test]
 fn deleting_the_token_secret_revokes_the_token_in_the_token_service() -> anyhow::Result<()> {
@@ -39,7 +22,7 @@ fn deleting_the_token_secret_revokes_the_token_in_the_token_service() -> anyhow:
         ),
     )?;
     let secret = token_secret_name(ns, "app")?;
-    let token = token_of(ns, &secret)?;
+    let token = secret_token(ns, &secret)?;
     let id = ksiam_token::token_id(&token);
 
     tokio::runtime::Builder::new_current_thread()
