@@ -113,8 +113,9 @@ async fn run(shared: &Shared, req: &mut Request, next: Next) -> Response {
     };
 
     // Multicluster: the host is served here, nothing else is.
-    let mut local_path = decoded.clone();
-    if !info.cluster.is_empty() {
+    let local_path = if info.cluster.is_empty() {
+        decoded
+    } else {
         let cluster = info.cluster.as_str();
         if cluster != shared.config.host_cluster {
             return if shared.caches.clusters.get(cluster).is_none() {
@@ -126,8 +127,8 @@ async fn run(shared: &Shared, req: &mut Request, next: Next) -> Response {
                 )
             };
         }
-        local_path = strip_cluster(&decoded, cluster);
-    }
+        strip_cluster(&decoded, cluster)
+    };
     let uri = {
         let mut pq = path::encode(&local_path);
         if !query.is_empty() {
