@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::process::{self, install_signal_handler};
 use crate::progress::{Step, say};
-use crate::stack::{Stack, cargo};
+use crate::stack::Stack;
 
 /// Runs the `cluster_bench` program of the e2e package against a fresh stack and prints its tables.
 pub fn run(root: &Path) -> anyhow::Result<()> {
@@ -17,7 +17,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     // The stack builds `ksiam` in this profile; the benchmark client is built in release mode too.
     // The `bench` profile (release plus line tables) shares its artifacts with `cargo bench`.
     let step = Step::start("cargo build --profile bench -p ksiam-e2e --bin cluster_bench");
-    process::run_inherit(Command::new(cargo()).current_dir(root).args([
+    process::run_inherit(crate::stack::cargo_command().current_dir(root).args([
         "build",
         "--profile",
         "bench",

@@ -23,7 +23,6 @@ use anyhow::{Context as _, bail};
 use crate::peers::K8S_RBAC;
 use crate::process::{run, run_inherit};
 use crate::progress::{Step, say};
-use crate::stack::cargo;
 
 /// Random requests per policy size.
 pub const REQUESTS: usize = 10_000;
@@ -68,7 +67,7 @@ pub fn run_cli(root: &Path, full: bool) -> anyhow::Result<()> {
 pub fn prepare(root: &Path, sizes: &[usize], profile: Profile, data: &Path) -> anyhow::Result<Prepared> {
     let k8s_rbac = K8S_RBAC.ensure(root)?;
     let step = Step::start("cargo build -p ksiam-bench");
-    let mut build = Command::new(cargo());
+    let mut build = crate::stack::cargo_command();
     build
         .current_dir(root)
         .args(["build", "-p", "ksiam-bench", "--bin", "ksiam-bench"]);

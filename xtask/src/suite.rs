@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 use crate::process::{self, install_signal_handler, run_inherit};
 use crate::progress::{Step, say};
-use crate::stack::{Stack, cargo};
+use crate::stack::Stack;
 
 /// Where the e2e suite runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -25,6 +25,7 @@ type StepFn<'a> = Box<dyn FnOnce() -> anyhow::Result<()> + 'a>;
 /// `cargo xtask test`: every step runs, even after a failure, so one CI run reports everything.
 pub fn test(root: &Path) -> anyhow::Result<()> {
     install_signal_handler()?;
+    crate::stack::build_without_incremental();
     let steps: Vec<(&str, StepFn<'_>)> = vec![
         (
             "cargo fmt --all -- --check",
@@ -104,7 +105,7 @@ pub fn e2e(root: &Path, backend: Backend, args: &[String]) -> anyhow::Result<()>
 }
 
 fn cargo_cmd(root: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(cargo());
+    let mut cmd = crate::stack::cargo_command();
     cmd.current_dir(root).args(args);
     cmd
 }
