@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 
-use crate::{Error, KeySet, LiveTokens, VerifiedUser, Verifier, VerifyCache, token_id};
+use crate::{Error, KeySet, LiveTokens, Verifier, VerifyCache};
 
 /// The user KubeSphere lets through without a User object.
 pub const PRE_REGISTRATION_USER: &str = "system:pre-registration";
@@ -103,12 +103,13 @@ impl Authenticator {
 
     /// Authenticates a bearer token.
     pub fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
-        let user: VerifiedUser = self
+        let verified = self
             .cache
             .get_or_verify(token, |t| self.verifier.load().verify(t))?;
+        let user = &verified.user;
         if let Some((namespace, name)) = user.service_account() {
             if let Some(live) = &self.live
-                && !live.is_live(&token_id(token))
+                && !live.is_live(&verified.token_id)
             {
                 return Err(Error::Revoked.into());
             }
@@ -118,9 +119,9 @@ impl Authenticator {
                 return Err(AuthError::ServiceAccountNotFound(name.to_owned()));
             }
             return Ok(Authenticated {
-                username: user.username,
+                username: user.username.clone(),
                 groups: Vec::new(),
-                extra: user.extra,
+                extra: user.extra.clone(),
             });
         }
         if user.username != PRE_REGISTRATION_USER
@@ -129,9 +130,9 @@ impl Authenticator {
             dir.check_user(&user.username).map_err(AuthError::User)?;
         }
         Ok(Authenticated {
-            username: user.username,
+            username: user.username.clone(),
             groups: vec![AUTHENTICATED_GROUP.to_owned()],
-            extra: user.extra,
+            extra: user.extra.clone(),
         })
     }
 }

@@ -34,7 +34,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use self::{
     authn::{AuthError, Authenticated, Authenticator, Directory},
-    cache::VerifyCache,
+    cache::{Verified, VerifyCache},
     claims::{Claims, DEFAULT_ISSUER, SA_USERNAME_PREFIX, STATIC_TOKEN, parse_sa_username, sa_username},
     jws::{decode_unverified, token_id},
     keys::{EcKey, HmacKey, Key, KeySet, openid_configuration},

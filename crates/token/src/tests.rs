@@ -411,7 +411,7 @@ fn concurrent_misses_run_one_verification() {
                         std::thread::sleep(std::time::Duration::from_millis(200));
                         verifier().verify(t)
                     })
-                    .map(|u| u.username)
+                    .map(|u| u.username.clone())
             })
         })
         .collect();
