@@ -8,7 +8,7 @@ use k8s_openapi::{ByteString, api::core::v1::Secret};
 use ksiam_api::{constants as c, serviceaccount::ServiceAccount};
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams},
+    api::Patch,
     runtime::{Controller, controller::Action, watcher},
 };
 use tracing::{info, warn};
@@ -75,7 +75,11 @@ pub async fn reconcile(secret: Arc<Secret>, ctx: Arc<Context>) -> Result<Action,
     let patch =
         serde_json::json!({ "metadata": { "resourceVersion": secret.resource_version() }, "data": data });
     Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-        .patch(&secret.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &secret.name_any(),
+            &crate::serviceaccount::patch_params(),
+            &Patch::Merge(&patch),
+        )
         .await?;
     info!(namespace = %ns, secret = %secret.name_any(), serviceaccount = %sa_name, "filled token secret");
     Ok(Action::await_change())

@@ -38,6 +38,14 @@ pub const OWNER_UID_LABEL: &str = "ksiam.kubesphere.io/service-account-uid";
 pub const CONTROLLER_NAME: &str = "ks-serviceaccount";
 const FIELD_MANAGER: &str = "ksiam-controller";
 
+/// Merge patches name the controller as their field manager too.
+pub(crate) fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
 /// What the reconciler needs.
 pub struct Context {
     /// The API client.
@@ -185,16 +193,25 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
         None => desired.spec.secrets.push(reference),
     }
     if desired.finalizers() != sa.finalizers() || desired.spec.secrets != sa.spec.secrets {
-        // A full update with the resourceVersion we read: a conflict requeues, and the retry adopts the
-        // Secret created above instead of creating another.
-        desired.metadata.managed_fields = None;
-        sas.replace(
-            &name,
-            &PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
+        // Server-side apply of the two fields we own. The resourceVersion we read is a precondition: a change
+        // since then is a conflict that requeues, and the retry adopts the Secret created above instead of
+        // creating another. `secrets` is an atomic list; forcing takes it over from whoever wrote it last,
+        // with its first entry kept when that Secret exists (see above).
+        let apply = serde_json::json!({
+            "apiVersion": ServiceAccount::api_version(&()),
+            "kind": ServiceAccount::kind(&()),
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "resourceVersion": sa.resource_version(),
+                "finalizers": [c::SERVICE_ACCOUNT_FINALIZER],
             },
-            &desired,
+            "secrets": desired.spec.secrets,
+        });
+        sas.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&apply),
         )
         .await?;
         if created {
@@ -275,7 +292,7 @@ async fn rotate_if_due(
     let patch =
         serde_json::json!({ "metadata": { "resourceVersion": current.resource_version() }, "data": data });
     secrets
-        .patch(secret, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(secret, &patch_params(), &Patch::Merge(&patch))
         .await?;
     info!(namespace = %ns, secret = %secret, "rotated expiring token");
     Ok(Action::requeue(Duration::from_secs((ttl * 4 / 5).max(1) as u64)))
@@ -370,7 +387,7 @@ async fn remove_finalizer(sa: &ServiceAccount, sas: &Api<ServiceAccount>) -> Res
         "metadata": { "finalizers": finalizers, "resourceVersion": sa.resource_version() },
     });
     match sas
-        .patch(&sa.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(&sa.name_any(), &patch_params(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => Ok(()),
@@ -472,7 +489,7 @@ async fn restart_stale_workloads(ctx: &Context, ns: &str, sa: &str, token_secret
 async fn restart_owner(ctx: &Context, ns: &str, kind: &str, name: &str) -> Result<(), Error> {
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {c::RESTARTED_AT_ANNOTATION: now}}}}});
-    let params = PatchParams::default();
+    let params = patch_params();
     let client = ctx.client.clone();
     match kind {
         "ReplicaSet" => {
