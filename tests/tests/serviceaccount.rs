@@ -92,6 +92,25 @@ fn seed_1_1_create_a_service_account() -> anyhow::Result<()> {
         sa["metadata"]["finalizers"],
         serde_json::json!(["finalizers.kubesphere.io/serviceaccount"])
     );
+    // Both were written by server-side apply under the controller's field manager.
+    let sa = get_json(&[
+        "serviceaccounts.kubesphere.io",
+        "sample",
+        "-n",
+        "default",
+        "--show-managed-fields",
+    ])?;
+    let applied = sa["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["manager"] == "ksiam-controller" && m["operation"] == "Apply")
+        .ok_or_else(|| anyhow::anyhow!("no Apply entry of ksiam-controller: {sa}"))?;
+    assert!(applied["fieldsV1"].get("f:secrets").is_some(), "{applied}");
+    assert!(
+        applied["fieldsV1"]["f:metadata"].get("f:finalizers").is_some(),
+        "{applied}"
+    );
     Ok(())
 }
 
