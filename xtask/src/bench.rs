@@ -64,7 +64,16 @@ pub fn run_cli(root: &Path, only: &[String]) -> anyhow::Result<()> {
     let doc_path = root.join("docs").join("benchmarks.md");
     let mut doc = fs::read_to_string(&doc_path)?;
     if micro {
+        // The P5/P7 sub-blocks live inside the generated block; the ones not rerun now are kept as they were.
+        let kept: Vec<(&str, String)> = ["p5", "p7"]
+            .into_iter()
+            .filter(|p| !wanted(p))
+            .filter_map(|p| load::section(&doc, p).map(|text| (p, text)))
+            .collect();
         doc = replace_generated(&doc, &micro_tables(root, &prepared)?)?;
+        for (part, text) in kept {
+            doc = load::replace_section(&doc, part, &text)?;
+        }
     }
     for part in ["p5", "p7"] {
         if wanted(part) {

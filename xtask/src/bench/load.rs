@@ -288,21 +288,7 @@ fn markers(part: &str) -> (String, String) {
 pub fn replace_section(doc: &str, part: &str, text: &str) -> anyhow::Result<String> {
     let (begin, end) = markers(part);
     let block = format!("{begin}\n{}\n{end}", text.trim_end());
-    // Markers count only as whole lines: prose may quote them.
-    let find = |marker: &str| {
-        let mut from = 0;
-        while let Some(i) = doc[from..].find(marker) {
-            let at = from + i;
-            let line_start = at == 0 || doc.as_bytes()[at - 1] == b'\n';
-            let line_end = doc[at + marker.len()..].starts_with('\n') || at + marker.len() == doc.len();
-            if line_start && line_end {
-                return Some(at);
-            }
-            from = at + marker.len();
-        }
-        None
-    };
-    match (find(&begin), find(&end)) {
+    match (find_marker(doc, &begin), find_marker(doc, &end)) {
         (Some(b), Some(e)) if b < e => Ok(format!("{}{block}{}", &doc[..b], &doc[e + end.len()..])),
         (None, None) => {
             let Some(at) = doc.find(super::END) else {
@@ -312,6 +298,29 @@ pub fn replace_section(doc: &str, part: &str, text: &str) -> anyhow::Result<Stri
         }
         _ => bail!("mismatched {begin} / {end} markers"),
     }
+}
+
+/// The text of `part`'s sub-block in `doc` (without its markers), if it has one.
+pub fn section(doc: &str, part: &str) -> Option<String> {
+    let (begin, end) = markers(part);
+    let b = find_marker(doc, &begin)?;
+    let e = find_marker(doc, &end)?;
+    (b < e).then(|| doc[b + begin.len()..e].trim_matches('\n').to_owned())
+}
+
+/// Where `marker` stands on a line of its own: markers count only as whole lines, since prose may quote them.
+fn find_marker(doc: &str, marker: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = doc[from..].find(marker) {
+        let at = from + i;
+        let line_start = at == 0 || doc.as_bytes()[at - 1] == b'\n';
+        let line_end = doc[at + marker.len()..].starts_with('\n') || at + marker.len() == doc.len();
+        if line_start && line_end {
+            return Some(at);
+        }
+        from = at + marker.len();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -363,5 +372,21 @@ mod tests {
             "{replaced}"
         );
         assert!(replaced.contains("\nFIVE\n"), "{replaced}");
+    }
+
+    #[test]
+    fn a_kept_section_survives_a_rewrite_of_the_generated_block() {
+        let doc = format!("a\n{}\nold\n{}\nz\n", super::super::BEGIN, super::super::END);
+        let doc = replace_section(&doc, "p5", "five\nrows").unwrap();
+        let quoted = format!("see `<!-- xtask-bench:p5:begin -->`\n{doc}");
+        assert_eq!(section(&quoted, "p5").as_deref(), Some("five\nrows"));
+        assert_eq!(section(&quoted, "p7"), None);
+        // What `--only p4` does: the block is rewritten, then P5 is put back.
+        let rewritten = super::super::replace_generated(&quoted, "new micro tables").unwrap();
+        assert_eq!(section(&rewritten, "p5"), None);
+        let restored = replace_section(&rewritten, "p5", &section(&quoted, "p5").unwrap()).unwrap();
+        assert!(restored.contains("new micro tables"), "{restored}");
+        assert_eq!(section(&restored, "p5").as_deref(), Some("five\nrows"));
+        assert!(!restored.contains("old"), "{restored}");
     }
 }
