@@ -105,6 +105,10 @@ enum Kind {
     Grpc,
 }
 
+/// The allocator of the `ksiam` binary, so the servers measured here behave like the ones deployed.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Write { out, sizes, requests } => ksiam_bench::write(&out, &sizes, requests),
