@@ -135,16 +135,25 @@ pub fn subject_applies(subject: &Subject, user: &str, groups: &[String], default
 
 /// Describes a subject the way KubeSphere's reasons do: `ServiceAccount "name/ns"`, `User "name"`.
 pub fn describe_subject(s: &Subject, binding_namespace: &str) -> String {
-    use crate::status::go_quote;
+    let mut o = String::new();
+    push_subject(&mut o, s, binding_namespace);
+    o
+}
+
+/// Appends [`describe_subject`]'s text to `o`.
+pub fn push_subject(o: &mut String, s: &Subject, binding_namespace: &str) {
+    use crate::status::push_go_quoted;
+    o.push_str(&s.kind);
+    o.push(' ');
     if s.kind == "ServiceAccount" {
         let ns = if s.namespace.is_empty() {
             binding_namespace
         } else {
             &s.namespace
         };
-        format!("{} {}", s.kind, go_quote(&format!("{}/{}", s.name, ns)))
+        push_go_quoted(o, &[&s.name, "/", ns]);
     } else {
-        format!("{} {}", s.kind, go_quote(&s.name))
+        push_go_quoted(o, &[&s.name]);
     }
 }
 

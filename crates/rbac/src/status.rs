@@ -207,8 +207,14 @@ fn sanitize_for_html(s: &str) -> String {
 /// Go's `strconv.Quote` (`%q`): a double-quoted literal with Go escapes.
 pub fn go_quote(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
+    push_go_quoted(&mut o, &[s]);
+    o
+}
+
+/// Appends the concatenation of `parts` quoted as [`go_quote`] would, without building it first.
+pub fn push_go_quoted(o: &mut String, parts: &[&str]) {
     o.push('"');
-    for c in s.chars() {
+    for c in parts.iter().flat_map(|p| p.chars()) {
         match c {
             '"' => o.push_str("\\\""),
             '\\' => o.push_str("\\\\"),
@@ -233,7 +239,6 @@ pub fn go_quote(s: &str) -> String {
         }
     }
     o.push('"');
-    o
 }
 
 /// Appends `s` as a JSON string the way Go's `encoding/json` writes it (HTML-safe).

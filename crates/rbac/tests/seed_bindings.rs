@@ -151,6 +151,13 @@ fn role_binding_to_admin_allows_its_namespace_only() {
     p.bindings
         .push(seed_binding(BindingKind::RoleBinding, "Role", "admin"));
     expect(&p, [false, false, false, true, true, false, false, false]);
+    // A RoleBinding is named with its namespace, as KubeSphere (Kubernetes) describes it.
+    let (_, allowed, reason) = &outcomes(&p)[3];
+    assert!(allowed);
+    assert_eq!(
+        reason,
+        r#"RBAC: allowed by RoleBinding "sample-binding/default" of Role "admin" to ServiceAccount "sample/default""#
+    );
 }
 
 #[test]
