@@ -5,7 +5,8 @@
 //! - `AuthorizeBatch`: 100 decisions per call, decisions/s.
 //!
 //! `cargo bench -p ksiam-authz --bench grpc_load` (a plain program, not criterion: it reports throughput at
-//! fixed concurrency). `KSIAM_LOAD_SECONDS` (default 5) per case, `KSIAM_LOAD_BINDINGS` (default 100000).
+//! fixed concurrency). `KSIAM_LOAD_SECONDS` (default 5) per case, `KSIAM_LOAD_BINDINGS` (default 100000),
+//! `KSIAM_LOAD_ONLY` (`unary` or `batch`; default both).
 //! Server and clients share the machine; on 2 cores the figures are for the whole system, not per core.
 
 use std::sync::Arc;
@@ -18,6 +19,10 @@ use ksiam_rbac::{
     generate::{Generated, TARGET_GROUPS, TARGET_USER, generate},
 };
 use tokio_util::sync::CancellationToken;
+
+/// The allocator of the `ksiam` binary, which serves this API in deployments.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tonic::transport::Channel;
 
 fn attributes(g: &Generated, which: fn(&Generated) -> ksiam_rbac::generate::Request) -> pb::Attributes {
@@ -100,6 +105,9 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
+    // `unary`, `batch` or both (unset); for profiling one of them.
+    let only = std::env::var("KSIAM_LOAD_ONLY").ok();
+    let run = |case: &str| only.as_deref().is_none_or(|o| o == case);
     // `cargo bench` passes `--bench`; nothing else to parse.
     let g = generate(n, 42);
     let store = Arc::new(PolicyStore::new(PolicyIndex::build(&g.policy)));
@@ -130,7 +138,12 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("| case | connections | in flight | req/s | p50 | p99 |");
     println!("|---|---|---|---|---|---|");
-    for (connections, in_flight) in [(1, 1), (1, 16), (2, 16)] {
+    let unary_rows: &[(usize, usize)] = if run("unary") {
+        &[(1, 1), (1, 16), (2, 16)]
+    } else {
+        &[]
+    };
+    for &(connections, in_flight) in unary_rows {
         let mut channels = Vec::new();
         for _ in 0..connections {
             channels.push(connect().await?);
@@ -148,6 +161,11 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    if !run("batch") {
+        shutdown.cancel();
+        let _ = server.await;
+        return Ok(());
+    }
     // AuthorizeBatch: 100 decisions per call, 4 calls in flight on one connection.
     let batch: Vec<pb::Attributes> = (0..100).map(|i| requests[i % 3].clone()).collect();
     let channel = connect().await?;
