@@ -149,12 +149,25 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
     // empty or the Secret is gone, adopt a Secret we created before (a retry after a failed update, or a
     // restart between create and update) or create a new one.
     let first = sa.spec.secrets.first().and_then(|r| r.name.clone());
+    // Listed once: used to find `secrets[0]`, to adopt a Secret, to skip re-reading valid ones, to delete strays.
+    let ours = secrets_of_uid(&secrets, &uid).await?;
+    let live = |n: &str| {
+        ours.iter()
+            .find(|s| s.name_any() == n && s.meta().deletion_timestamp.is_none())
+    };
     let existing = match &first {
+        // The common case: `secrets[0]` is a Secret we created; no second read.
+        Some(n) if live(n).is_some() => Some(n.clone()),
         Some(n) => secrets.get_opt(n).await?.map(|s| s.name_any()),
         None => None,
     };
-    // Listed once: used to adopt a Secret, then to delete strays.
-    let ours = secrets_of_uid(&secrets, &uid).await?;
+    // Token Secrets of this ServiceAccount known valid from the list above (or created below): the check of
+    // `secrets` does not read them again.
+    let mut valid: Vec<String> = ours
+        .iter()
+        .filter(|s| is_token_secret_of(s, &name) && s.meta().deletion_timestamp.is_none())
+        .map(ResourceExt::name_any)
+        .collect();
     let mut created = false;
     let token_secret = match existing {
         Some(n) => n,
@@ -170,7 +183,9 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
                 Some(s) => s.name_any(),
                 None => {
                     created = true;
-                    create_token_secret(&ctx, &secrets, &ns, &name, &uid, token_ttl(&sa)).await?
+                    let n = create_token_secret(&ctx, &secrets, &ns, &name, &uid, token_ttl(&sa)).await?;
+                    valid.push(n.clone());
+                    n
                 }
             }
         }
@@ -221,6 +236,7 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
                 EventType::Normal,
                 c::EVENT_REASON_SYNCED,
                 c::EVENT_MESSAGE_TOKEN_SECRET_CREATED,
+                secret_ref(&ns, &token_secret),
             )
             .await;
         }
@@ -233,7 +249,7 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
         }
     }
 
-    check_secrets(&ctx, &desired, &secrets).await?;
+    check_secrets(&ctx, &desired, &secrets, &valid).await?;
     restart_stale_workloads(&ctx, &ns, &name, &token_secret).await;
     rotate_if_due(&ctx, &sa, &secrets, &token_secret).await
 }
@@ -396,12 +412,22 @@ async fn remove_finalizer(sa: &ServiceAccount, sas: &Api<ServiceAccount>) -> Res
     }
 }
 
-/// Warns about `secrets` entries that are missing, of the wrong type or of another ServiceAccount.
-async fn check_secrets(ctx: &Context, sa: &ServiceAccount, secrets: &Api<Secret>) -> Result<(), Error> {
+/// Warns about `secrets` entries that are missing, of the wrong type or of another ServiceAccount; `valid`
+/// names token Secrets of this ServiceAccount already known to exist.
+async fn check_secrets(
+    ctx: &Context,
+    sa: &ServiceAccount,
+    secrets: &Api<Secret>,
+    valid: &[String],
+) -> Result<(), Error> {
     for r in &sa.spec.secrets {
         let Some(n) = &r.name else { continue };
+        if valid.contains(n) {
+            continue;
+        }
         let note = match secrets.get_opt(n).await? {
-            None => format!("Secret \"{n}\" not found"),
+            // Kubernetes' NotFound text, which upstream passes on.
+            None => format!("secrets \"{n}\" not found"),
             Some(s) if s.type_.as_deref() != Some(c::SERVICE_ACCOUNT_TOKEN_SECRET_TYPE) => {
                 format!("unsupported secret {n} type: {}", s.type_.unwrap_or_default())
             }
@@ -414,18 +440,47 @@ async fn check_secrets(ctx: &Context, sa: &ServiceAccount, secrets: &Api<Secret>
             ),
             Some(_) => continue,
         };
-        publish(ctx, sa, EventType::Warning, c::EVENT_REASON_INVALID_SECRET, &note).await;
+        let ns = sa.namespace().unwrap_or_default();
+        publish(
+            ctx,
+            sa,
+            EventType::Warning,
+            c::EVENT_REASON_INVALID_SECRET,
+            &note,
+            secret_ref(&ns, n),
+        )
+        .await;
     }
     Ok(())
 }
 
-async fn publish(ctx: &Context, sa: &ServiceAccount, type_: EventType, reason: &str, note: &str) {
+/// The Secret an event is about, besides the ServiceAccount. Events are grouped into series by regarding,
+/// related, reason and type (not by note), so without it the second invalid entry would only bump the count
+/// of the first one's event.
+fn secret_ref(ns: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Secret".into()),
+        name: Some(name.into()),
+        namespace: Some(ns.into()),
+        ..Default::default()
+    }
+}
+
+async fn publish(
+    ctx: &Context,
+    sa: &ServiceAccount,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+    related: ObjectReference,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note.into()),
         action: "Reconcile".into(),
-        secondary: None,
+        secondary: Some(related),
     };
     if let Err(e) = ctx.recorder.publish(&event, &sa.object_ref(&())).await {
         warn!(error = %e, "cannot publish event");
