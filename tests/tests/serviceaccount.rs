@@ -158,6 +158,94 @@ fn a_deleted_token_secret_is_recreated_with_a_new_token() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `(type, reason, note)` of the events about ServiceAccount `sa` reported by the controller.
+fn controller_events(ns: &str, sa: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+    let list = get_json(&["events.events.k8s.io", "-n", ns])?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["regarding"]["kind"] == "ServiceAccount"
+                && e["regarding"]["apiVersion"] == "kubesphere.io/v1alpha1"
+                && e["regarding"]["name"] == sa
+                && e["reportingController"] == "ks-serviceaccount"
+        })
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (text("type"), text("reason"), text("note"))
+        })
+        .collect())
+}
+
+#[test]
+fn events_report_the_created_secret_and_invalid_entries() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("sa-events")?;
+    create_sa(ns.name(), "app")?;
+    token_secret_name(ns.name(), "app")?;
+    let synced = (
+        "Normal".to_owned(),
+        "Synced".to_owned(),
+        "Create token secret successfully".to_owned(),
+    );
+    poll("the Synced event", Duration::from_secs(30), || {
+        Ok(controller_events(ns.name(), "app")?
+            .contains(&synced)
+            .then_some(()))
+    })?;
+
+    // Two entries the controller must report (and keep): a Secret of another type, and a missing one.
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "opaque",
+        "--from-literal=k=v",
+        "-n",
+        ns.name(),
+    ])?;
+    kubectl(&[
+        "patch",
+        "serviceaccounts.kubesphere.io",
+        "app",
+        "-n",
+        ns.name(),
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/secrets/-","value":{"name":"opaque"}},{"op":"add","path":"/secrets/-","value":{"name":"missing"}}]"#,
+    ])?;
+    let wanted = [
+        "unsupported secret opaque type: Opaque",
+        r#"secrets "missing" not found"#,
+    ];
+    let events = poll("the InvalidSecret events", Duration::from_secs(30), || {
+        let events = controller_events(ns.name(), "app")?;
+        let found = wanted.iter().all(|note| {
+            events
+                .iter()
+                .any(|(t, r, n)| t == "Warning" && r == "InvalidSecret" && n == note)
+        });
+        Ok(found.then_some(events))
+    })?;
+    // The token Secret itself is valid: no InvalidSecret names it.
+    let secret = token_secret_name(ns.name(), "app")?;
+    assert!(
+        !events
+            .iter()
+            .any(|(_, r, n)| r == "InvalidSecret" && n.contains(&secret)),
+        "{events:?}"
+    );
+    let sa = get_json(&["serviceaccounts.kubesphere.io", "app", "-n", ns.name()])?;
+    let names: Vec<&str> = sa["secrets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, [secret.as_str(), "opaque", "missing"]);
+    Ok(())
+}
+
 #[test]
 fn deleting_a_service_account_deletes_its_token_secrets() -> anyhow::Result<()> {
     let ns = TestNamespace::create("sa-delete")?;
