@@ -14,6 +14,16 @@ metadata:
 secrets: []
 ";
 
+/// The names in a KubeSphere ServiceAccount's `secrets` (as `kubectl get -o json` returns it), in order.
+pub fn secret_names(sa: &serde_json::Value) -> Vec<&str> {
+    sa["secrets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str())
+        .collect()
+}
+
 /// Waits (up to 30 s) until the KubeSphere ServiceAccount `ns/sa` lists a token Secret, and returns its name
 /// (`kubectl get serviceaccounts.kubesphere.io <sa> -o jsonpath={.secrets[].name}`).
 pub fn token_secret_name(ns: &str, sa: &str) -> anyhow::Result<String> {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::ToSocketAddrs as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ksiam_e2e::{TestNamespace, get_json, kubectl_with_stdin, poll};
+use ksiam_e2e::{TestNamespace, get_json, kubectl_with_stdin, poll, secret_names};
 
 const SERVICE_ACCOUNTS: usize = 200;
 const BATCH: usize = 20;
@@ -162,12 +162,7 @@ fn service_accounts_get_exactly_one_token_secret_while_the_controller_is_killed(
         let name = sa["metadata"]["name"].as_str().unwrap_or_default();
         let held = by_sa.get(name).cloned().unwrap_or_default();
         assert_eq!(held.len(), 1, "ServiceAccount {name} has token Secrets {held:?}");
-        let recorded: Vec<&str> = sa["secrets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s["name"].as_str())
-            .collect();
+        let recorded = secret_names(sa);
         assert_eq!(
             recorded,
             [held[0].as_str()],

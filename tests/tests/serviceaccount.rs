@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use ksiam_e2e::{
-    SEED_SERVICE_ACCOUNT, TestNamespace, get_json, kubectl, kubectl_with_stdin, poll, secret_token,
-    token_secret_name,
+    SEED_SERVICE_ACCOUNT, TestNamespace, get_json, kubectl, kubectl_with_stdin, poll, secret_names,
+    secret_token, token_secret_name,
 };
 
 /// The generateName alphabet of the API server.
@@ -236,13 +236,7 @@ fn events_report_the_created_secret_and_invalid_entries() -> anyhow::Result<()> 
         "{events:?}"
     );
     let sa = get_json(&["serviceaccounts.kubesphere.io", "app", "-n", ns.name()])?;
-    let names: Vec<&str> = sa["secrets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["name"].as_str())
-        .collect();
-    assert_eq!(names, [secret.as_str(), "opaque", "missing"]);
+    assert_eq!(secret_names(&sa), [secret.as_str(), "opaque", "missing"]);
     Ok(())
 }
 
