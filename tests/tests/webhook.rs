@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use ksiam_e2e::{
-    SEED_POD, SEED_SERVICE_ACCOUNT, TestNamespace, get_json, kubectl, kubectl_with_stdin, poll,
-    token_secret_name,
+    SEED_POD, SEED_SERVICE_ACCOUNT, TestNamespace, apply, get_json, kubectl, kubectl_with_stdin, poll,
+    secret_names, token_secret_name,
 };
 use serde_json::json;
 
@@ -109,6 +109,112 @@ fn a_missing_service_account_is_denied_with_kubesphere_message() -> anyhow::Resu
     let text = format!("{err:#}");
     assert!(
         text.contains(r#"admission webhook "serviceaccount-pod-injector.kubesphere.io" denied the request: ServiceAccount.kubesphere.io "ghost" not found"#),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// Deletes a cluster-scoped object when dropped.
+struct ClusterObject {
+    kind: &'static str,
+    name: String,
+}
+
+impl Drop for ClusterObject {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "delete",
+            self.kind,
+            &self.name,
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+    }
+}
+
+#[test]
+fn a_service_account_without_secrets_is_denied_with_kubesphere_message() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("wh-nosecret")?;
+    // Our controller records a token Secret in every ServiceAccount within milliseconds. To see one without
+    // secrets, a ValidatingAdmissionPolicy (kube-apiserver's own CEL admission) refuses every update of the
+    // labelled ServiceAccounts of this namespace, so the controller cannot write `secrets` into them.
+    let policy = format!("ksiam-e2e-freeze-{}", ns.name());
+    apply(&json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": policy},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["kubesphere.io"],
+                "apiVersions": ["*"],
+                "operations": ["UPDATE"],
+                "resources": ["serviceaccounts"],
+            }]},
+            "validations": [{"expression": "false", "message": "e2e: this ServiceAccount stays without secrets"}],
+        },
+    }))?;
+    let _policy = ClusterObject {
+        kind: "validatingadmissionpolicies.admissionregistration.k8s.io",
+        name: policy.clone(),
+    };
+    apply(&json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": policy},
+        "spec": {
+            "policyName": policy,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name()}},
+                "objectSelector": {"matchLabels": {"ksiam.io/e2e-frozen": "true"}},
+            },
+        },
+    }))?;
+    let _binding = ClusterObject {
+        kind: "validatingadmissionpolicybindings.admissionregistration.k8s.io",
+        name: policy.clone(),
+    };
+    // The policy applies once kube-apiserver has loaded it; until then the controller may fill the
+    // ServiceAccount, so each attempt uses a fresh one (a filled one is left for the namespace's deletion).
+    let mut attempt = 0;
+    let text = poll(
+        "a Pod denied for a ServiceAccount without secrets",
+        Duration::from_secs(60),
+        || {
+            attempt += 1;
+            let sa = format!("frozen-{attempt}");
+            kubectl_with_stdin(
+                &["apply", "-f", "-"],
+                &format!(
+                    "apiVersion: kubesphere.io/v1alpha1\nkind: ServiceAccount\nmetadata:\n  name: {sa}\n  namespace: {}\n  labels:\n    ksiam.io/e2e-frozen: \"true\"\n",
+                    ns.name()
+                ),
+            )?;
+            std::thread::sleep(Duration::from_secs(1));
+            let filled = || -> anyhow::Result<bool> {
+                let object = get_json(&["serviceaccounts.kubesphere.io", &sa, "-n", ns.name()])?;
+                Ok(!secret_names(&object).is_empty())
+            };
+            if filled()? {
+                return Ok(None);
+            }
+            let pod = format!("p-{attempt}");
+            match kubectl_with_stdin(&["apply", "-f", "-"], &pod_yaml(ns.name(), &pod, Some(&sa))) {
+                Err(e) => Ok(Some(Ok(format!("{e:#}")))),
+                // Filled between the check and the Pod (the policy was not loaded yet): try again.
+                Ok(_) if filled()? => Ok(None),
+                // A wrong answer, not "not yet": stop polling.
+                Ok(_) => Ok(Some(Err(anyhow::anyhow!(
+                    "Pod {pod} was admitted for ServiceAccount {sa}, which has no secrets"
+                )))),
+            }
+        },
+    )??;
+    assert!(
+        text.contains(&format!(
+            r#"admission webhook "serviceaccount-pod-injector.kubesphere.io" denied the request: can not find any token in service account: frozen-{attempt}"#
+        )),
         "{text}"
     );
     Ok(())
