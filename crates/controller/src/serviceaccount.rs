@@ -151,23 +151,18 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
     let first = sa.spec.secrets.first().and_then(|r| r.name.clone());
     // Listed once: used to find `secrets[0]`, to adopt a Secret, to skip re-reading valid ones, to delete strays.
     let ours = secrets_of_uid(&secrets, &uid).await?;
-    let live = |n: &str| {
-        ours.iter()
-            .find(|s| s.name_any() == n && s.meta().deletion_timestamp.is_none())
-    };
-    let existing = match &first {
-        // The common case: `secrets[0]` is a Secret we created; no second read.
-        Some(n) if live(n).is_some() => Some(n.clone()),
-        Some(n) => secrets.get_opt(n).await?.map(|s| s.name_any()),
-        None => None,
-    };
-    // Token Secrets of this ServiceAccount known valid from the list above (or created below): the check of
-    // `secrets` does not read them again.
+    // Token Secrets of this ServiceAccount known valid from that list (or created below): neither `secrets[0]`
+    // nor the check of `secrets` reads them again.
     let mut valid: Vec<String> = ours
         .iter()
         .filter(|s| is_token_secret_of(s, &name) && s.meta().deletion_timestamp.is_none())
         .map(ResourceExt::name_any)
         .collect();
+    let existing = match &first {
+        Some(n) if valid.contains(n) => Some(n.clone()),
+        Some(n) => secrets.get_opt(n).await?.map(|s| s.name_any()),
+        None => None,
+    };
     let mut created = false;
     let token_secret = match existing {
         Some(n) => n,
