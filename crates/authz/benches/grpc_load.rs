@@ -19,11 +19,11 @@ use ksiam_rbac::{
     generate::{Generated, TARGET_GROUPS, TARGET_USER, generate},
 };
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 /// The allocator of the `ksiam` binary, which serves this API in deployments.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use tonic::transport::Channel;
 
 fn attributes(g: &Generated, which: fn(&Generated) -> ksiam_rbac::generate::Request) -> pb::Attributes {
     let r = which(g);
@@ -107,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(100_000);
     // `unary`, `batch` or both (unset); for profiling one of them.
     let only = std::env::var("KSIAM_LOAD_ONLY").ok();
+    if let Some(o) = only.as_deref().filter(|o| !["unary", "batch"].contains(o)) {
+        anyhow::bail!("KSIAM_LOAD_ONLY is `unary` or `batch`, not {o:?}");
+    }
     let run = |case: &str| only.as_deref().is_none_or(|o| o == case);
     // `cargo bench` passes `--bench`; nothing else to parse.
     let g = generate(n, 42);

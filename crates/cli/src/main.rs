@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: the request paths allocate many small, short-lived buffers (HTTP/2
-/// frames, headers, protobuf strings), where glibc's allocator showed up as a few percent of a gRPC
-/// server's CPU in a profile (`docs/benchmarks.md`).
+/// frames, headers, protobuf strings), where glibc's allocator was about an eighth of a gRPC server's CPU
+/// in a profile (`docs/benchmarks.md`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
