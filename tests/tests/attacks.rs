@@ -1,0 +1,4 @@
+//! Attack tests (issue: the authorization boundary), against the real kube-apiserver and `ksiam all`.
+//!
+//! One module per class of hole; each test is named after its class and fails on the code before the
+//! guard that closes it. `docs/security.md` lists every class, what closes it and the test.
