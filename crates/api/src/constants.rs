@@ -95,6 +95,16 @@ pub const POD_INJECTOR_WEBHOOK_CONFIGURATION: &str = "serviceaccount.kubesphere.
 /// Name of the pod injector webhook inside [`POD_INJECTOR_WEBHOOK_CONFIGURATION`].
 pub const POD_INJECTOR_WEBHOOK_NAME: &str = "serviceaccount-pod-injector.kubesphere.io";
 
+// --- Identities ksiam vouches for ---
+
+/// The `extra` key ksiam sets on every identity it authenticated: in its TokenReview answers to
+/// kube-apiserver, and as `Impersonate-Extra-*` on requests the gateway proxies. kube-apiserver passes it on to
+/// the SubjectAccessReview webhook and to admission (`userInfo.extra`), which is how ksiam tells its own
+/// identities from Kubernetes' (ServiceAccounts, certificates): it decides only for the former.
+pub const AUTHENTICATED_BY_EXTRA: &str = "ksiam.kubesphere.io/authenticated-by";
+/// The value of [`AUTHENTICATED_BY_EXTRA`].
+pub const AUTHENTICATED_BY_KSIAM: &str = "ksiam";
+
 // --- Labels ---
 
 /// Label naming the workspace a namespace, WorkspaceRole or WorkspaceRoleBinding belongs to.
