@@ -10,10 +10,10 @@ use axum::{
 };
 use base64::Engine as _;
 use http::{StatusCode, Uri, header};
-use ksiam_rbac::{RequestInfo, Status, status::wants_pretty};
+use ksiam_rbac::{RequestInfo, Status, Target, TargetError, status::wants_pretty_param};
 use ksiam_token::AuthError;
 
-use crate::{Shared, path, status_response, text_response};
+use crate::{Shared, status_response, text_response};
 
 /// The `X-KubeSphere-Authorization` header, copied into `Authorization` when that is empty.
 const KS_AUTHORIZATION: &str = "x-kubesphere-authorization";
@@ -61,41 +61,31 @@ async fn run(shared: &Shared, req: &mut Request, next: Next) -> Response {
     {
         headers.insert(header::AUTHORIZATION, ks);
     }
-    // The query: X-KubeSphere-Rawquery when the URL has none, then dryrun → dryRun.
-    let mut query = req.uri().query().unwrap_or("").to_owned();
-    if query.is_empty()
-        && let Some(raw) = req.headers().get(KS_RAWQUERY).and_then(|v| v.to_str().ok())
-    {
-        query = raw.to_owned();
-    }
-    if form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "dryrun") {
-        let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-            .map(|(k, v)| {
-                let k = if k == "dryrun" {
-                    "dryRun".into()
-                } else {
-                    k.into_owned()
-                };
-                (k, v.into_owned())
-            })
-            .collect();
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        query = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(pairs)
-            .finish();
-    }
-    let pretty = wants_pretty(&query, &user_agent);
-
-    // Path safety before anything reads the path.
-    let decoded = match path::canonical(req.uri().path()) {
-        Ok(p) => p,
-        Err(error) => {
-            return status_response(&Status::failure(400, "BadRequest", error.to_string()), pretty);
+    // The request target: one reading of the path and of the query (the URL's, else
+    // X-KubeSphere-Rawquery), resolved; what is forwarded is written back from that reading.
+    let raw_query_header = match req.headers().get(KS_RAWQUERY).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => {
+            return status_response(
+                &Status::failure(400, "BadRequest", "the X-KubeSphere-Rawquery header is not ASCII"),
+                false,
+            );
         }
     };
-    let info = match ksiam_rbac::resolve(req.method().as_str(), &decoded, &query) {
-        Ok(info) => info,
-        Err(error) => {
+    let target = Target::parse(
+        req.method().as_str(),
+        req.uri().path(),
+        req.uri().query(),
+        raw_query_header,
+    );
+    let pretty = wants_pretty_param(
+        target.as_ref().ok().and_then(|t| t.query.first("pretty")),
+        &user_agent,
+    );
+    let target = match target {
+        Ok(t) => t,
+        Err(TargetError::Resolve(error)) => {
             return text_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!(
@@ -104,6 +94,9 @@ async fn run(shared: &Shared, req: &mut Request, next: Next) -> Response {
                 ),
             );
         }
+        Err(error) => {
+            return status_response(&Status::failure(400, "BadRequest", error.to_string()), pretty);
+        }
     };
 
     // Authentication.
@@ -111,80 +104,97 @@ async fn run(shared: &Shared, req: &mut Request, next: Next) -> Response {
         Ok(who) => who,
         Err(message) => return status_response(&Status::unauthorized(message), pretty),
     };
+    let info = &target.info;
 
-    // Multicluster: the host is served here, nothing else is.
-    let local_path = if info.cluster.is_empty() {
-        decoded
-    } else {
+    // Multicluster: the host is served here, nothing else is. Which clusters exist is told only to
+    // authenticated callers.
+    if !info.cluster.is_empty() && info.cluster != shared.config.host_cluster {
+        if user == ANONYMOUS_USER {
+            return status_response(&Status::unauthorized(CANNOT_AUTHENTICATE), pretty);
+        }
         let cluster = info.cluster.as_str();
-        if cluster != shared.config.host_cluster {
-            return if shared.caches.clusters.get(cluster).is_none() {
-                text_response(StatusCode::BAD_REQUEST, &format!("cluster {cluster} not exists"))
-            } else {
-                text_response(
-                    StatusCode::NOT_IMPLEMENTED,
-                    &format!("proxying to member cluster {cluster} is not supported"),
-                )
-            };
+        return if shared.caches.clusters.get(cluster).is_none() {
+            status_response(
+                &Status::failure(404, "NotFound", format!("cluster {cluster} not found")),
+                pretty,
+            )
+        } else {
+            text_response(
+                StatusCode::NOT_IMPLEMENTED,
+                &format!("proxying to member cluster {cluster} is not supported"),
+            )
+        };
+    }
+    let uri = match Uri::builder().path_and_query(target.forwarded()).build() {
+        Ok(uri) => uri,
+        Err(_) => {
+            return status_response(
+                &Status::failure(400, "BadRequest", "the request target is not valid"),
+                pretty,
+            );
         }
-        strip_cluster(&decoded, cluster)
     };
-    let uri = {
-        let mut pq = path::encode(&local_path);
-        if !query.is_empty() {
-            pq.push('?');
-            pq.push_str(&query);
-        }
-        match Uri::builder().path_and_query(pq).build() {
-            Ok(uri) => uri,
-            Err(_) => {
-                return status_response(
-                    &Status::failure(400, "BadRequest", "the request query is not valid"),
-                    pretty,
+
+    // Authorization: the request as resolved, and for the streaming subresources of an upgrade (exec,
+    // attach, port-forward over WebSocket are GETs) also `create`, as kube-apiserver requires.
+    let upgrade = is_upgrade(req.headers());
+    let attributes = info.attributes(&user, &groups);
+    let mut checks = vec![attributes];
+    if needs_create(info, upgrade) {
+        checks.push(ksiam_rbac::Attributes {
+            verb: "create",
+            ..attributes
+        });
+    }
+    for attributes in checks {
+        match shared.authorize.authorize(attributes).await {
+            Ok(d) if d.allowed => {}
+            Ok(d) => return status_response(&Status::forbidden(&attributes, &d.reason), pretty),
+            Err(error) => {
+                return text_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!(
+                        "Internal Server Error: {}: {error}",
+                        ksiam_rbac::status::go_quote(&request_uri)
+                    ),
                 );
             }
-        }
-    };
-
-    // Authorization.
-    let attributes = info.attributes(&user, &groups);
-    match shared.authorize.authorize(attributes).await {
-        Ok(d) if d.allowed => {}
-        Ok(d) => return status_response(&Status::forbidden(&attributes, &d.reason), pretty),
-        Err(error) => {
-            return text_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!(
-                    "Internal Server Error: {}: {error}",
-                    ksiam_rbac::status::go_quote(&request_uri)
-                ),
-            );
         }
     }
 
     *req.uri_mut() = uri;
     req.headers_mut().remove(KS_RAWQUERY);
+    let info = target.info;
     req.extensions_mut()
         .insert(Arc::new(RequestContext { info, user, groups }));
     let req = std::mem::replace(req, Request::new(Body::empty()));
     next.run(req).await
 }
 
-/// Removes `/clusters/<cluster>` (leading, or after the API prefix in the legacy form) from a decoded path.
-fn strip_cluster(decoded: &str, cluster: &str) -> String {
-    let segments: Vec<&str> = decoded.trim_start_matches('/').split('/').collect();
-    let at = if segments.first() == Some(&"clusters") {
-        0
-    } else {
-        1
-    };
-    if segments.get(at) == Some(&"clusters") && segments.get(at + 1) == Some(&cluster) {
-        let mut kept: Vec<&str> = segments[..at].to_vec();
-        kept.extend_from_slice(&segments[at + 2..]);
-        format!("/{}", kept.join("/"))
-    } else {
-        decoded.to_owned()
+/// Subresources that stream over an upgraded connection; kube-apiserver (≥ 1.30) also requires `create` on
+/// them when they are upgraded, whatever the method.
+const STREAMING_SUBRESOURCES: [&str; 4] = ["exec", "attach", "portforward", "proxy"];
+
+/// Whether a request also needs `create`: exec, attach and port-forward reached with a GET (the WebSocket
+/// form), and any streaming subresource or `proxy` verb on an upgraded connection.
+fn needs_create(info: &RequestInfo, upgrade: bool) -> bool {
+    if !info.is_resource_request || info.verb == "create" {
+        return false;
     }
+    let streaming = STREAMING_SUBRESOURCES.contains(&info.subresource.as_str());
+    (streaming && info.subresource != "proxy" && info.verb == "get")
+        || (upgrade && (streaming || info.verb == "proxy"))
+}
+
+/// Whether the client asks for a connection upgrade (`Connection: upgrade` and `Upgrade`).
+pub(crate) fn is_upgrade(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// The authenticator union (spec §6.2): anonymous, basic, bearer. `Err` is the 401 message.
@@ -242,19 +252,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strips_host_cluster_prefixes() {
-        assert_eq!(
-            strip_cluster("/clusters/host/api/v1/pods", "host"),
-            "/api/v1/pods"
-        );
-        assert_eq!(
-            strip_cluster(
-                "/kapis/clusters/host/tenant.kubesphere.io/v1beta1/workspaces",
-                "host"
-            ),
-            "/kapis/tenant.kubesphere.io/v1beta1/workspaces"
-        );
-        assert_eq!(strip_cluster("/api/v1/pods", "host"), "/api/v1/pods");
+    fn streaming_subresources_need_create() {
+        let info = |method: &str, path: &str| ksiam_rbac::resolve(method, path, "").unwrap();
+        let exec = info("GET", "/api/v1/namespaces/n/pods/p/exec");
+        assert!(needs_create(&exec, false) && needs_create(&exec, true));
+        assert!(!needs_create(
+            &info("POST", "/api/v1/namespaces/n/pods/p/exec"),
+            true
+        ));
+        assert!(needs_create(
+            &info("GET", "/api/v1/namespaces/n/pods/p/attach"),
+            false
+        ));
+        assert!(needs_create(
+            &info("GET", "/api/v1/namespaces/n/pods/p/portforward"),
+            false
+        ));
+        let proxy = info("GET", "/api/v1/namespaces/n/services/s/proxy");
+        assert!(!needs_create(&proxy, false) && needs_create(&proxy, true));
+        assert!(needs_create(&info("GET", "/api/v1/proxy/nodes/n"), true));
+        assert!(!needs_create(
+            &info("GET", "/api/v1/namespaces/n/pods/p/log"),
+            true
+        ));
+        assert!(!needs_create(&info("GET", "/api/v1/namespaces/n/pods"), true));
+        assert!(!needs_create(&info("GET", "/version"), true));
     }
 
     #[test]

@@ -39,7 +39,7 @@ mod authorize;
 mod caches;
 mod filter;
 mod metrics;
-pub mod path;
+pub use ksiam_rbac::path;
 mod proxy;
 pub mod query;
 mod server;
@@ -85,6 +85,10 @@ pub struct GatewayConfig {
     pub connect_timeout: Duration,
     /// kube-apiserver and the gateway's own credentials. `None`: `/api` and `/apis` answer 503.
     pub upstream: Option<kube::Config>,
+    /// Send proxied requests as the caller (`Impersonate-User`, `-Group`, `-Extra-*`), so kube-apiserver
+    /// authorizes, executes and audits them as the caller; the gateway's own identity then needs only
+    /// `impersonate`. On by default; off sends them with the gateway's own identity (KubeSphere's way).
+    pub impersonate: bool,
 }
 
 impl Default for GatewayConfig {
@@ -95,6 +99,7 @@ impl Default for GatewayConfig {
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             upstream: None,
+            impersonate: true,
         }
     }
 }

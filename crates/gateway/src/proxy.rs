@@ -24,7 +24,7 @@ use ksiam_rbac::{Status, status::wants_pretty};
 use kube::client::ConfigExt as _;
 use tower::{BoxError, ServiceBuilder, ServiceExt as _, util::BoxCloneSyncService};
 
-use crate::{RequestContext, Shared, status_response, text_response};
+use crate::{RequestContext, Shared, filter::is_upgrade, status_response, text_response};
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded as they are.
 const HOP_BY_HOP: [&str; 9] = [
@@ -137,8 +137,27 @@ async fn proxy(
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large();
     }
-    let upgrade = is_upgrade(req.headers());
-    let long_running = upgrade || is_long_running(ctx);
+    // Only the long-running requests may switch protocols; an `Upgrade` on anything else is ignored, and
+    // the request keeps its timeout.
+    let long_running = is_long_running(ctx);
+    let upgrade = long_running && is_upgrade(req.headers());
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if shared.config.impersonate && !may_impersonate(&ctx.user) {
+        return status_response(
+            &Status::failure(
+                403,
+                "Forbidden",
+                format!(
+                    "the user {} is reserved for Kubernetes and cannot be proxied",
+                    ksiam_rbac::status::go_quote(&ctx.user)
+                ),
+            ),
+            pretty,
+        );
+    }
 
     let (mut parts, body) = req.into_parts();
     let client_upgrade = if upgrade {
@@ -162,6 +181,16 @@ async fn proxy(
     *out.uri_mut() = uri;
     *out.version_mut() = Version::HTTP_11;
     *out.headers_mut() = forward_request_headers(&parts.headers, upgrade);
+    if let Some(peer) = peer
+        && let Ok(v) = HeaderValue::from_str(&peer.to_string())
+    {
+        out.headers_mut().insert(X_FORWARDED_FOR, v);
+    }
+    if shared.config.impersonate
+        && let Err(error) = impersonate(out.headers_mut(), ctx)
+    {
+        return status_response(&Status::failure(400, "BadRequest", error), pretty);
+    }
 
     let call = upstream.service.clone().oneshot(out);
     let result = if long_running {
@@ -234,6 +263,39 @@ async fn proxy(
     resp.map(Body::new)
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Names the gateway never impersonates: Kubernetes' own identities (`system:…`) could hold native RBAC
+/// grants that KubeSphere never gave. `system:anonymous` and KubeSphere's `system:pre-registration` are
+/// KubeSphere identities too.
+fn may_impersonate(user: &str) -> bool {
+    !user.starts_with("system:") || matches!(user, "system:anonymous" | "system:pre-registration")
+}
+
+/// Adds `Impersonate-User`, one `Impersonate-Group` per group and the `Impersonate-Extra-*` marker of
+/// identities ksiam authenticated (which is how the SubjectAccessReview webhook knows them).
+fn impersonate(headers: &mut HeaderMap, ctx: &RequestContext) -> Result<(), String> {
+    let bad = |what: &str| format!("the caller's {what} cannot be sent as an HTTP header");
+    headers.insert(
+        HeaderName::from_static("impersonate-user"),
+        HeaderValue::from_str(&ctx.user).map_err(|_| bad("user name"))?,
+    );
+    for group in &ctx.groups {
+        headers.append(
+            HeaderName::from_static("impersonate-group"),
+            HeaderValue::from_str(group).map_err(|_| bad("group"))?,
+        );
+    }
+    headers.insert(
+        HeaderName::from_static(IMPERSONATE_MARKER),
+        HeaderValue::from_static(ksiam_api::constants::AUTHENTICATED_BY_KSIAM),
+    );
+    Ok(())
+}
+
+/// `Impersonate-Extra-` and the percent-encoded key [`ksiam_api::constants::AUTHENTICATED_BY_EXTRA`].
+const IMPERSONATE_MARKER: &str = "impersonate-extra-ksiam.kubesphere.io%2fauthenticated-by";
+
 /// Watches, proxies, exec/attach/port-forward and logs run for as long as they like.
 fn is_long_running(ctx: &RequestContext) -> bool {
     let info = &ctx.info;
@@ -242,11 +304,6 @@ fn is_long_running(ctx: &RequestContext) -> bool {
             info.subresource.as_str(),
             "exec" | "attach" | "portforward" | "proxy" | "log"
         )
-}
-
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -264,7 +321,14 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 fn is_caller_identity(name: &str) -> bool {
     matches!(
         name,
-        "authorization" | "cookie" | "x-kubesphere-authorization" | "x-kubesphere-rawquery" | "host"
+        "authorization"
+            | "cookie"
+            | "x-kubesphere-authorization"
+            | "x-kubesphere-rawquery"
+            | "host"
+            | "x-forwarded-for"
+            | "x-real-ip"
+            | "forwarded"
     ) || name.starts_with("impersonate-")
         || name.starts_with("x-remote-")
 }

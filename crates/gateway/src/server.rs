@@ -11,6 +11,7 @@ use hyper_util::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 /// How long open connections (watches included) may take to finish after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -38,7 +39,13 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             },
         };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // The peer address, for the X-Forwarded-For the proxy writes.
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        ));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()

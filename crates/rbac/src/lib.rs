@@ -1,6 +1,8 @@
 //! The RBAC-evaluation core of ksiam: everything an authorization decision needs, and nothing else.
 //!
 //! - [`request`]: the request-info resolver (HTTP method + path + query → [`RequestInfo`], [`Attributes`]).
+//! - [`path`], [`query`], [`target`]: the request target as the gateway receives it, accepted only when it has one
+//!   reading, resolved, and written back out exactly as it was read (what is authorized is what is forwarded).
 //! - [`model`]: roles, bindings and namespaces as the evaluation sees them.
 //! - [`Snapshot`] / [`PolicyIndex`] / [`PolicyStore`]: the compiled policy, indexed by subject and scope, updated one object
 //!   at a time, read without locks.
@@ -36,16 +38,21 @@ pub mod generate;
 pub mod matching;
 pub mod model;
 pub mod naive;
+pub mod path;
+pub mod query;
 pub mod rego;
 pub mod request;
 pub mod review;
 pub mod snapshot;
 pub mod status;
+pub mod target;
 
 pub use self::{
-    request::{Attributes, RequestInfo, Scope, resolve},
+    query::{Query, QueryError},
+    request::{Attributes, RequestInfo, Scope, resolve, resolve_query},
     snapshot::{Decision, Denial, Grant, Granted, PolicyIndex, PolicyStore, Snapshot},
     status::Status,
+    target::{Target, TargetError},
 };
 
 /// Paths every caller may reach (spec §9.1); a trailing `*` is a prefix match.

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::query::{Query, QueryError};
+
 /// The scope a request acts in. Upstream these are the strings `Global`, `Cluster`, `Workspace`,
 /// `Namespace`, and `""` for non-resource requests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -111,16 +113,25 @@ pub struct RequestInfo {
     pub scope: Scope,
 }
 
-/// Why a request could not be resolved. The gateway answers these with HTTP 500.
+/// Why a request could not be resolved.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
-    /// `watch` or `proxy` with nothing after it.
+    /// `watch` or `proxy` with nothing after it (the gateway answers this with HTTP 500, as upstream does).
     #[error("unable to determine kind and namespace from url: {0}")]
     KindAndNamespace(String),
+    /// The query was refused by [`Query::parse`] (a 400).
+    #[error(transparent)]
+    Query(#[from] QueryError),
 }
 
-/// Resolves a request. `path` is the decoded URL path, `query` the raw query string (without `?`).
+/// Resolves a request. `path` is the decoded URL path, `query` the raw query string (without `?`), read by
+/// [`Query::parse`], the one query parser.
 pub fn resolve(method: &str, path: &str, query: &str) -> Result<RequestInfo, ResolveError> {
+    resolve_query(method, path, &Query::parse(query)?)
+}
+
+/// Resolves a request whose query is already parsed.
+pub fn resolve_query(method: &str, path: &str, query: &Query) -> Result<RequestInfo, ResolveError> {
     let mut info = RequestInfo {
         path: path.to_owned(),
         verb: method.to_owned(),
@@ -151,7 +162,7 @@ fn split_path(path: &str) -> Vec<&str> {
     }
 }
 
-fn resolve_into(info: &mut RequestInfo, method: &str, path: &str, query: &str) -> Result<(), ResolveError> {
+fn resolve_into(info: &mut RequestInfo, method: &str, path: &str, query: &Query) -> Result<(), ResolveError> {
     let all = split_path(path);
     let mut parts: &[&str] = &all;
     if parts.len() < 3 {
@@ -174,16 +185,15 @@ fn resolve_into(info: &mut RequestInfo, method: &str, path: &str, query: &str) -
     info.api_prefix = prefix.to_owned();
     parts = rest;
 
-    // Legacy form `/kapis/clusters/<c>/...`.
+    // Legacy form `/kapis/clusters/<c>/...`. Upstream keeps `clusters/<c>` as the next parts when nothing
+    // follows them (and so authorizes a resource `<c>` while `/<prefix>` is served); here nothing is left.
     if info.cluster.is_empty() && parts.first() == Some(&"clusters") && parts.len() > 1 {
         info.cluster = parts[1].to_owned();
         let needle = format!("/clusters/{}", parts[1]);
         if let Some(at) = info.path.find(&needle) {
             info.path.replace_range(at..at + needle.len(), "");
         }
-        if parts.len() > 2 {
-            parts = &parts[2..];
-        }
+        parts = &parts[2..];
     }
 
     if !GROUPLESS_PREFIXES.contains(&prefix) {
@@ -258,12 +268,11 @@ fn resolve_into(info: &mut RequestInfo, method: &str, path: &str, query: &str) -
         }
     }
 
-    if info.verb == "watch" {
-        let selector = first_query_value(query, "labelSelector").unwrap_or_default();
-        if let Some(ws) = selector.strip_prefix(WORKSPACE_SELECTOR_PREFIX) {
-            info.workspace = ws.to_owned();
-            info.scope = Scope::Workspace;
-        }
+    if info.verb == "watch"
+        && let Some(ws) = workspace_of_selector(query.first("labelSelector").unwrap_or_default())
+    {
+        info.workspace = ws.to_owned();
+        info.scope = Scope::Workspace;
     }
 
     if info.name.is_empty() && info.verb == "delete" {
@@ -272,7 +281,7 @@ fn resolve_into(info: &mut RequestInfo, method: &str, path: &str, query: &str) -
     Ok(())
 }
 
-fn url_for_error(path: &str, query: &str) -> String {
+fn url_for_error(path: &str, query: &Query) -> String {
     if query.is_empty() {
         path.to_owned()
     } else {
@@ -280,24 +289,55 @@ fn url_for_error(path: &str, query: &str) -> String {
     }
 }
 
+/// The workspace a watch's label selector names, when the selector is exactly
+/// `kubesphere.io/workspace=<ws>` with `<ws>` a valid label value (upstream rescopes such watches to the
+/// workspace). Anything else names no workspace, and the watch keeps its own scope.
+pub fn workspace_of_selector(selector: &str) -> Option<&str> {
+    selector
+        .strip_prefix(WORKSPACE_SELECTOR_PREFIX)
+        .filter(|ws| is_label_value(ws) && !ws.is_empty())
+}
+
+/// A Kubernetes label value: at most 63 characters, alphanumerics and `-_.`, starting and ending with an
+/// alphanumeric.
+fn is_label_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.first().is_none_or(u8::is_ascii_alphanumeric)
+        && b.last().is_none_or(u8::is_ascii_alphanumeric)
+}
+
 fn resource_scope(info: &RequestInfo) -> Scope {
-    let global = GLOBAL_RESOURCES
-        .iter()
-        .any(|(g, r)| *g == info.api_group && *r == info.resource);
+    scope_of(&info.api_group, &info.resource, &info.namespace, &info.workspace)
+}
+
+/// The scope of a resource request (spec §8): Global for the platform-wide resources (Workspace when a
+/// workspace is named), else Namespace, Workspace or Cluster by what is named.
+pub fn scope_of(api_group: &str, resource: &str, namespace: &str, workspace: &str) -> Scope {
+    let global = is_global_resource(api_group, resource);
     if global {
-        return if info.workspace.is_empty() {
+        return if workspace.is_empty() {
             Scope::Global
         } else {
             Scope::Workspace
         };
     }
-    if !info.namespace.is_empty() {
+    if !namespace.is_empty() {
         Scope::Namespace
-    } else if !info.workspace.is_empty() {
+    } else if !workspace.is_empty() {
         Scope::Workspace
     } else {
         Scope::Cluster
     }
+}
+
+/// Whether `(group, resource)` is one of the platform-wide resources that live at Global scope.
+pub fn is_global_resource(api_group: &str, resource: &str) -> bool {
+    GLOBAL_RESOURCES
+        .iter()
+        .any(|(g, r)| *g == api_group && *r == resource)
 }
 
 /// The `ListOptions` fields the resolver reads.
@@ -307,44 +347,34 @@ struct ListQuery {
 }
 
 impl ListQuery {
-    fn parse(query: &str) -> Self {
-        let mut watch = None;
-        let mut field_selector = None;
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            match &*k {
-                "watch" if watch.is_none() => {
-                    watch = Some(!(v == "0" || v.eq_ignore_ascii_case("false")));
-                }
-                "fieldSelector" if field_selector.is_none() => field_selector = Some(v.into_owned()),
-                _ => {}
-            }
-        }
-        let field_name = field_selector.and_then(|s| exact_match(&s, "metadata.name"));
-        Self {
-            watch: watch.unwrap_or(false),
-            field_name,
-        }
+    fn parse(query: &Query) -> Self {
+        let watch = query
+            .first("watch")
+            .is_some_and(|v| !(v == "0" || v.eq_ignore_ascii_case("false")));
+        let field_name = query
+            .first("fieldSelector")
+            .and_then(|s| exact_match(s, "metadata.name"));
+        Self { watch, field_name }
     }
 }
 
-fn first_query_value(query: &str, key: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-}
-
-/// Parses a field selector and returns the value `field` must equal, if one term demands it.
-/// A selector that does not parse demands nothing (upstream then ignores all list options).
+/// The value a field selector requires `field` to equal, read as Kubernetes reads it
+/// (`fields.ParseSelector`, then `RequiresExactMatch`): terms split on unescaped `,` and sorted; each term
+/// split at its first operator (`!=`, `==` or `=`, with no regard for escapes); only the value is
+/// unescaped. The first sorted term `field=value` or `field==value` wins. A selector Kubernetes cannot parse
+/// requires nothing (kube-apiserver then ignores the list options, and its list handler refuses the
+/// request).
 fn exact_match(selector: &str, field: &str) -> Option<String> {
+    let mut terms = split_unescaped(selector, ',');
+    terms.sort_unstable();
     let mut found = None;
-    for term in split_unescaped(selector, ',') {
+    for term in terms {
         if term.is_empty() {
             continue;
         }
-        let (key, op_len, value) = split_term(term)?;
-        let key = unescape_field(key)?;
+        let (key, equality, value) = split_term(term)?;
         let value = unescape_field(value)?;
-        if key == field && op_len != 0 && found.is_none() {
+        if equality && key == field && found.is_none() {
             found = Some(value);
         }
     }
@@ -370,34 +400,37 @@ fn split_unescaped(s: &str, sep: char) -> Vec<&str> {
     out
 }
 
-/// Returns `(key, 1 for an equality operator else 0, value)`; `None` when the term has no operator.
-fn split_term(term: &str) -> Option<(&str, usize, &str)> {
-    let bytes = term.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 2,
-            b'!' if bytes.get(i + 1) == Some(&b'=') => return Some((&term[..i], 0, &term[i + 2..])),
-            b'=' if bytes.get(i + 1) == Some(&b'=') => return Some((&term[..i], 1, &term[i + 2..])),
-            b'=' => return Some((&term[..i], 1, &term[i + 1..])),
-            _ => i += 1,
+/// Splits a term at the first position where `!=`, `==` or `=` starts (in that order of preference at a
+/// position): `(key, whether the operator is an equality, value)`; `None` without an operator.
+fn split_term(term: &str) -> Option<(&str, bool, &str)> {
+    for (i, _) in term.char_indices() {
+        let rest = &term[i..];
+        if let Some(value) = rest.strip_prefix("!=") {
+            return Some((&term[..i], false, value));
+        }
+        if let Some(value) = rest.strip_prefix("==") {
+            return Some((&term[..i], true, value));
+        }
+        if let Some(value) = rest.strip_prefix('=') {
+            return Some((&term[..i], true, value));
         }
     }
     None
 }
 
-/// Removes field-selector escapes (`\\`, `\,`, `\=`); any other escape is invalid.
+/// Kubernetes' `fields.UnescapeValue`: `\\`, `\,` and `\=` are escapes; any other escape, a trailing
+/// backslash, and an unescaped `,` or `=` are invalid.
 fn unescape_field(s: &str) -> Option<String> {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
+        match c {
+            '\\' => match chars.next() {
                 Some(e @ ('\\' | ',' | '=')) => out.push(e),
                 _ => return None,
-            }
-        } else {
-            out.push(c);
+            },
+            ',' | '=' => return None,
+            c => out.push(c),
         }
     }
     Some(out)

@@ -166,11 +166,14 @@ impl Status {
 
 /// Whether kube-apiserver would pretty-print for this request (`?pretty=` or a curl/Wget/browser agent).
 pub fn wants_pretty(query: &str, user_agent: &str) -> bool {
-    if query.contains("pretty")
-        && let Some((_, v)) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "pretty")
-        && !v.is_empty()
-    {
-        return matches!(&*v, "1" | "t" | "T" | "TRUE" | "true" | "True");
+    let pretty = crate::Query::parse(query).ok();
+    wants_pretty_param(pretty.as_ref().and_then(|q| q.first("pretty")), user_agent)
+}
+
+/// [`wants_pretty`] with the `pretty` parameter already read from the query.
+pub fn wants_pretty_param(pretty: Option<&str>, user_agent: &str) -> bool {
+    if let Some(v) = pretty.filter(|v| !v.is_empty()) {
+        return matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True");
     }
     user_agent.starts_with("curl") || user_agent.starts_with("Wget") || user_agent.starts_with("Mozilla/5.0")
 }
