@@ -223,6 +223,29 @@ impl AuthzService {
         verdict
     }
 
+    /// Decides with RBAC alone, whatever the mode (never `AlwaysAllow`, never the path allow-list): for
+    /// kube-apiserver's SubjectAccessReviews. `AlwaysDeny` still denies.
+    pub fn decide_rbac_on(&self, snapshot: &Snapshot, ready: bool, a: &Attributes<'_>) -> Verdict {
+        let started = Instant::now();
+        let verdict = if self.authorizer.mode() == ksiam_rbac::Mode::AlwaysDeny {
+            Verdict::AlwaysDeny
+        } else if !ready {
+            Verdict::Rbac(ksiam_rbac::Decision::Deny(ksiam_rbac::Denial {
+                not_ready: true,
+                errors: Vec::new(),
+            }))
+        } else {
+            Verdict::Rbac(snapshot.decide(a))
+        };
+        let result = if verdict.allowed() {
+            DecisionResult::Allowed
+        } else {
+            DecisionResult::Denied
+        };
+        self.metrics.decision(result, started.elapsed());
+        verdict
+    }
+
     fn invalid(&self, message: String) -> Status {
         self.metrics.decision(DecisionResult::Error, Duration::ZERO);
         Status::invalid_argument(message)

@@ -31,6 +31,7 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
+use ksiam_api::constants::{AUTHENTICATED_BY_EXTRA, AUTHENTICATED_BY_KSIAM};
 use ksiam_rbac::{Attributes, Scope, Status, matching::KUBESPHERE_SA_PREFIX};
 use ksiam_token::Authenticator;
 use serde_json::{Value, json};
@@ -56,16 +57,22 @@ pub struct WebhookState {
 }
 
 /// The routes: `POST /authorize`, `POST /authenticate` (with an authenticator), `GET /healthz`.
-pub fn webhook_router(state: WebhookState) -> Router {
+///
+/// Refused in `AlwaysAllow` mode: kube-apiserver would then allow everything for every identity ksiam
+/// vouches for.
+pub fn webhook_router(state: WebhookState) -> Result<Router, WebhookServeError> {
+    if state.authz.authorizer().mode() == ksiam_rbac::Mode::AlwaysAllow {
+        return Err(WebhookServeError::AlwaysAllow);
+    }
     let mut router = Router::new()
         .route("/authorize", post(authorize))
         .route("/healthz", get(healthz));
     if state.authenticator.is_some() {
         router = router.route("/authenticate", post(authenticate));
     }
-    router
+    Ok(router
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(Arc::new(state))
+        .with_state(Arc::new(state)))
 }
 
 async fn healthz(State(state): State<Arc<WebhookState>>) -> Response {
@@ -176,7 +183,18 @@ fn string_field(obj: &Value, field: &str, at: &str) -> Result<String, String> {
     }
 }
 
-fn sar_attributes(review: &Value, dialect: Dialect) -> Result<ReviewAttributes, String> {
+/// Whether kube-apiserver's review is about an identity ksiam authenticated: `spec.extra` carries the
+/// marker that ksiam's TokenReview answers and the gateway's impersonation set.
+fn authenticated_by_ksiam(spec: &Value) -> bool {
+    spec.get("extra")
+        .and_then(|e| e.get(AUTHENTICATED_BY_EXTRA))
+        .and_then(Value::as_array)
+        .is_some_and(|values| values.iter().any(|v| v.as_str() == Some(AUTHENTICATED_BY_KSIAM)))
+}
+
+/// The attributes of a review; `None` when ksiam has no opinion (kube-apiserver's reviews of identities
+/// ksiam did not authenticate).
+fn sar_attributes(review: &Value, dialect: Dialect) -> Result<Option<ReviewAttributes>, String> {
     let spec = match review.get("spec") {
         Some(spec @ Value::Object(_)) => spec,
         _ => return Err("spec is required".into()),
@@ -189,6 +207,9 @@ fn sar_attributes(review: &Value, dialect: Dialect) -> Result<ReviewAttributes, 
     };
     if user.is_empty() && groups.is_empty() {
         return Err("spec.user or spec.groups is required".into());
+    }
+    if dialect == Dialect::Kubernetes && !authenticated_by_ksiam(spec) {
+        return Ok(None);
     }
     if dialect == Dialect::Kubernetes && user.starts_with(KUBESPHERE_SA_PREFIX) {
         // kube-apiserver added system:authenticated; KubeSphere ServiceAccounts have no groups.
@@ -225,8 +246,16 @@ fn sar_attributes(review: &Value, dialect: Dialect) -> Result<ReviewAttributes, 
             a.name = string_field(r, "name", at)?;
             a.namespace = string_field(r, "namespace", at)?;
             a.scope = match dialect {
-                Dialect::Kubernetes if a.namespace.is_empty() => Scope::Cluster,
-                Dialect::Kubernetes => Scope::Namespace,
+                // The gateway's resolver: global resources at Global scope, and a watch whose label selector
+                // names exactly one workspace at that workspace's scope.
+                Dialect::Kubernetes => {
+                    if a.verb == "watch"
+                        && let Some(ws) = watched_workspace(r)
+                    {
+                        a.workspace = ws;
+                    }
+                    ksiam_rbac::request::scope_of(&a.api_group, &a.resource, &a.namespace, &a.workspace)
+                }
                 Dialect::KubeSphere => {
                     a.workspace = string_field(r, "workspace", at)?;
                     if !a.namespace.is_empty() {
@@ -259,15 +288,51 @@ fn sar_attributes(review: &Value, dialect: Dialect) -> Result<ReviewAttributes, 
             }
         }
     }
-    Ok(a)
+    Ok(Some(a))
+}
+
+/// The workspace a SubjectAccessReview's label selector names, read as the gateway reads
+/// `labelSelector=kubesphere.io/workspace=<ws>`: kube-apiserver sends the selector (feature
+/// AuthorizeWithSelectors) as `rawSelector`, or as requirements, where that form is exactly one requirement
+/// `kubesphere.io/workspace In [<ws>]`.
+fn watched_workspace(resource_attributes: &Value) -> Option<String> {
+    let selector = resource_attributes.get("labelSelector")?;
+    if let Some(raw) = selector.get("rawSelector").and_then(Value::as_str) {
+        return ksiam_rbac::request::workspace_of_selector(raw).map(str::to_owned);
+    }
+    let [requirement] = selector.get("requirements")?.as_array()?.as_slice() else {
+        return None;
+    };
+    let [value] = requirement.get("values")?.as_array()?.as_slice() else {
+        return None;
+    };
+    let operator = requirement.get("operator")?.as_str()?;
+    let key = requirement.get("key")?.as_str()?;
+    let selector = format!("{key}={}", value.as_str()?);
+    (operator == "In")
+        .then(|| ksiam_rbac::request::workspace_of_selector(&selector).map(str::to_owned))
+        .flatten()
 }
 
 fn decide_into(authz: &AuthzService, review: &mut Value, dialect: Dialect) -> Result<(), String> {
-    let attrs = sar_attributes(review, dialect)?;
+    let Some(attrs) = sar_attributes(review, dialect)? else {
+        // Not ours: no opinion, so Kubernetes' own authorizers alone decide.
+        if let Some(obj) = review.as_object_mut() {
+            obj.insert(
+                "status".into(),
+                json!({"allowed": false, "reason": "ksiam has no opinion on identities it did not authenticate"}),
+            );
+        }
+        return Ok(());
+    };
     let a = attrs.attributes();
     let snapshot = authz.store().load();
     let ready = authz.store().is_ready();
-    let verdict = authz.decide_on(&snapshot, ready, &a);
+    let verdict = match dialect {
+        // kube-apiserver's requests: RBAC only; the gateway's path allow-list is about the gateway's paths.
+        Dialect::Kubernetes => authz.decide_rbac_on(&snapshot, ready, &a),
+        Dialect::KubeSphere => authz.decide_on(&snapshot, ready, &a),
+    };
     let reason = verdict.reason(&a);
     let mut status = json!({"allowed": verdict.allowed()});
     if dialect == Dialect::KubeSphere {
@@ -354,9 +419,14 @@ async fn authenticate(State(state): State<Arc<WebhookState>>, body: Bytes) -> Re
     let status = match authenticator.authenticate(&token) {
         Ok(user) => {
             tracing::debug!(user = %user.username, "token review: authenticated");
+            let mut extra = user.extra;
+            extra.insert(
+                AUTHENTICATED_BY_EXTRA.to_owned(),
+                vec![AUTHENTICATED_BY_KSIAM.to_owned()],
+            );
             json!({
                 "authenticated": true,
-                "user": {"username": user.username, "groups": user.groups, "extra": user.extra},
+                "user": {"username": user.username, "groups": user.groups, "extra": extra},
             })
         }
         Err(error) => {
@@ -392,6 +462,11 @@ pub enum WebhookServeError {
     /// The TLS configuration was rejected.
     #[error("TLS configuration: {0}")]
     Config(#[source] rustls::Error),
+    /// kube-apiserver's webhooks were asked for in `AlwaysAllow` mode.
+    #[error(
+        "kube-apiserver's SubjectAccessReview webhook cannot run in AlwaysAllow mode: it would allow every request of every identity ksiam authenticates"
+    )]
+    AlwaysAllow,
 }
 
 fn tls_config(cert: &PathBuf, key: &PathBuf) -> Result<rustls::ServerConfig, WebhookServeError> {

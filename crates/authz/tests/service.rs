@@ -22,6 +22,8 @@ use tower::ServiceExt as _;
 
 const SA: &str = "kubesphere:serviceaccount:default:sample";
 
+use ksiam_api::constants::{AUTHENTICATED_BY_EXTRA, AUTHENTICATED_BY_KSIAM};
+
 /// Seed-like policy: the SA is admin in namespace `default` (RoleBinding) and in workspace `w1`;
 /// every member of `system:authenticated` may list tenant clusters (the built-in `authenticated` role).
 fn policy() -> Policy {
@@ -327,7 +329,15 @@ async fn call_raw(router: &axum::Router, path: &str, body: String) -> (StatusCod
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
+/// A review of an identity ksiam authenticated (it carries ksiam's `extra` marker).
 fn sar(user: &str, groups: &[&str], attrs: Value) -> Value {
+    let mut review = sar_native(user, groups, attrs);
+    review["spec"]["extra"] = json!({AUTHENTICATED_BY_EXTRA: [AUTHENTICATED_BY_KSIAM]});
+    review
+}
+
+/// A review of an identity Kubernetes authenticated itself (no ksiam marker).
+fn sar_native(user: &str, groups: &[&str], attrs: Value) -> Value {
     let mut spec = json!({"user": user, "groups": groups});
     for (k, v) in attrs.as_object().unwrap() {
         spec[k] = v.clone();
@@ -350,7 +360,8 @@ async fn subject_access_review_webhook() {
     let router = webhook_router(WebhookState {
         authz: svc,
         authenticator: None,
-    });
+    })
+    .unwrap();
     let pods = |ns: &str| json!({"resourceAttributes": {"verb": "get", "version": "v1", "resource": "pods", "namespace": ns}});
 
     let (code, body) = call(
@@ -454,7 +465,8 @@ async fn not_ready_is_an_evaluation_error_and_unhealthy() {
     let router = webhook_router(WebhookState {
         authz: service(false),
         authenticator: None,
-    });
+    })
+    .unwrap();
     let (_, body) = call(
         &router,
         "/authorize",
@@ -486,7 +498,8 @@ async fn token_review_webhook() {
     let router = webhook_router(WebhookState {
         authz: service(true),
         authenticator: Some(authn),
-    });
+    })
+    .unwrap();
     let token = issuer
         .issue_sa_token("default", "sample", 1_700_000_000, None)
         .unwrap();
@@ -554,7 +567,8 @@ async fn webhooks_over_a_real_listener() {
     let router = webhook_router(WebhookState {
         authz: service(true),
         authenticator: None,
-    });
+    })
+    .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -591,7 +605,8 @@ async fn webhooks_over_a_real_listener() {
     let router = webhook_router(WebhookState {
         authz: service(true),
         authenticator: None,
-    });
+    })
+    .unwrap();
     let err = serve_webhooks(
         listener,
         router,
@@ -601,4 +616,142 @@ async fn webhooks_over_a_real_listener() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/tls.crt"), "{err}");
+}
+
+/// The SubjectAccessReview webhook decides only for identities ksiam authenticated, with the gateway's
+/// scopes (global resources at Global scope, a workspace-labelled watch at Workspace scope), and without the
+/// gateway's path allow-list.
+#[tokio::test]
+async fn subject_access_review_webhook_boundary() {
+    let policy: Policy = serde_json::from_value(json!({
+        "roles": [
+            {"kind": "ClusterRole", "name": "cluster-viewer",
+             "rules": [{"verbs": ["get", "list", "watch"], "apiGroups": ["*"], "resources": ["*"]}]},
+            {"kind": "GlobalRole", "name": "authenticated",
+             "rules": [{"verbs": ["list"], "apiGroups": ["iam.kubesphere.io"], "resources": ["users"]}]},
+            {"kind": "WorkspaceRole", "name": "w1-viewer",
+             "rules": [{"verbs": ["get", "list", "watch"], "apiGroups": ["*"], "resources": ["*"]}]}
+        ],
+        "bindings": [
+            {"kind": "ClusterRoleBinding", "name": "bob-viewer",
+             "roleRef": {"apiGroup": "iam.kubesphere.io", "kind": "ClusterRole", "name": "cluster-viewer"},
+             "subjects": [{"kind": "User", "apiGroup": "iam.kubesphere.io", "name": "bob"}]},
+            {"kind": "GlobalRoleBinding", "name": "authenticated",
+             "roleRef": {"apiGroup": "iam.kubesphere.io", "kind": "GlobalRole", "name": "authenticated"},
+             "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "system:authenticated"}]},
+            {"kind": "WorkspaceRoleBinding", "name": "carol-w1", "workspace": "w1",
+             "roleRef": {"apiGroup": "iam.kubesphere.io", "kind": "WorkspaceRole", "name": "w1-viewer"},
+             "subjects": [{"kind": "User", "apiGroup": "iam.kubesphere.io", "name": "carol"}]}
+        ],
+        "namespaces": [{"name": "w1-ns", "workspace": "w1"}]
+    }))
+    .unwrap();
+    let store = Arc::new(PolicyStore::new(PolicyIndex::build(&policy)));
+    store.set_ready(true);
+    let svc = AuthzService::new(
+        store,
+        Authorizer::new(Mode::Rbac),
+        Arc::new(Metrics::unregistered()),
+    );
+    let router = webhook_router(WebhookState {
+        authz: svc,
+        authenticator: None,
+    })
+    .unwrap();
+    let allowed = |body: &Value| body["status"]["allowed"] == true;
+    let users = json!({"resourceAttributes": {"verb": "list", "group": "iam.kubesphere.io", "version": "v1beta1", "resource": "users"}});
+
+    // (a) A Kubernetes identity in system:authenticated (a Pod's own token) does not get KubeSphere's
+    // `authenticated` role: ksiam has no opinion on it.
+    let pod_sa = "system:serviceaccount:default:default";
+    let (_, body) = call(
+        &router,
+        "/authorize",
+        sar_native(
+            pod_sa,
+            &["system:serviceaccounts", "system:authenticated"],
+            users.clone(),
+        ),
+    )
+    .await;
+    assert!(!allowed(&body), "{body}");
+    assert!(
+        body["status"].get("denied").is_none(),
+        "no opinion, not a denial: {body}"
+    );
+    assert!(
+        body["status"]["reason"].as_str().unwrap().contains("no opinion"),
+        "{body}"
+    );
+    // The same group with ksiam's marker is KubeSphere's `authenticated`.
+    let (_, body) = call(
+        &router,
+        "/authorize",
+        sar("alice", &["system:authenticated"], users.clone()),
+    )
+    .await;
+    assert!(allowed(&body), "{body}");
+    // A marker with another value is not ksiam's.
+    let mut forged = sar_native("alice", &["system:authenticated"], users.clone());
+    forged["spec"]["extra"] = json!({AUTHENTICATED_BY_EXTRA: ["someone-else"]});
+    let (_, body) = call(&router, "/authorize", forged).await;
+    assert!(!allowed(&body), "{body}");
+
+    // (b) Global resources are judged at Global scope: a cluster viewer cannot list Users.
+    let (_, body) = call(&router, "/authorize", sar("bob", &[], users.clone())).await;
+    assert!(!allowed(&body), "cluster-viewer must not list iam users: {body}");
+    let pods = json!({"resourceAttributes": {"verb": "list", "version": "v1", "resource": "pods"}});
+    let (_, body) = call(&router, "/authorize", sar("bob", &[], pods)).await;
+    assert!(allowed(&body), "{body}");
+
+    // (c) No path allow-list for kube-apiserver's own paths.
+    for path in ["/metrics", "/openapi/v2", "/version", "/healthz"] {
+        let nr = json!({"nonResourceAttributes": {"verb": "get", "path": path}});
+        let (_, body) = call(
+            &router,
+            "/authorize",
+            sar("system:anonymous", &["system:unauthenticated"], nr),
+        )
+        .await;
+        assert!(!allowed(&body), "{path}: {body}");
+    }
+
+    // A watch whose label selector names one workspace is at that workspace's scope, as in the gateway.
+    let watch = |selector: Value| json!({"resourceAttributes": {"verb": "watch", "version": "v1", "resource": "namespaces", "labelSelector": selector}});
+    for selector in [
+        json!({"requirements": [{"key": "kubesphere.io/workspace", "operator": "In", "values": ["w1"]}]}),
+        json!({"rawSelector": "kubesphere.io/workspace=w1"}),
+    ] {
+        let (_, body) = call(&router, "/authorize", sar("carol", &[], watch(selector.clone()))).await;
+        assert!(allowed(&body), "{selector}: {body}");
+    }
+    for selector in [
+        json!({}),
+        json!({"requirements": [{"key": "kubesphere.io/workspace", "operator": "NotIn", "values": ["w1"]}]}),
+        json!({"requirements": [{"key": "kubesphere.io/workspace", "operator": "In", "values": ["w1", "w2"]}]}),
+        json!({"requirements": [
+            {"key": "kubesphere.io/workspace", "operator": "In", "values": ["w1"]},
+            {"key": "x", "operator": "Exists"}]}),
+        json!({"rawSelector": "kubesphere.io/workspace=w1,x"}),
+    ] {
+        let (_, body) = call(&router, "/authorize", sar("carol", &[], watch(selector.clone()))).await;
+        assert!(!allowed(&body), "{selector}: {body}");
+    }
+}
+
+/// (d) kube-apiserver's webhooks refuse to run in AlwaysAllow mode.
+#[test]
+fn webhooks_refuse_always_allow() {
+    let store = Arc::new(PolicyStore::default());
+    let svc = AuthzService::new(
+        store,
+        Authorizer::new(Mode::AlwaysAllow),
+        Arc::new(Metrics::unregistered()),
+    );
+    let err = webhook_router(WebhookState {
+        authz: svc,
+        authenticator: None,
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("AlwaysAllow"), "{err}");
 }

@@ -74,7 +74,7 @@ pub async fn run(args: AuthzArgs) -> anyhow::Result<()> {
     let router = ksiam_authz::webhook_router(WebhookState {
         authz: service.clone(),
         authenticator,
-    })
+    })?
     .route(
         "/metrics",
         axum::routing::get(move || {

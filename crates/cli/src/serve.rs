@@ -289,7 +289,7 @@ pub async fn all(args: AllArgs) -> anyhow::Result<()> {
         let router = ksiam_authz::webhook::webhook_router(ksiam_authz::webhook::WebhookState {
             authz: authz.clone(),
             authenticator: Some(authenticator.clone()),
-        });
+        })?;
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) =
