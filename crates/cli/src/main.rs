@@ -70,7 +70,19 @@ fn service(
         .block_on(fut)
 }
 
+/// Rego-override evaluations (bounded, but user-written) tell tokio that the worker is about to block, so
+/// the other tasks of that worker move on; rule-only decisions never take this path.
+fn rego_off_the_async_workers(eval: &mut dyn FnMut() -> bool) -> bool {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(eval)
+        }
+        _ => eval(),
+    }
+}
+
 fn main() -> ExitCode {
+    ksiam_rbac::rego::set_evaluation_wrapper(rego_off_the_async_workers);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -3,13 +3,36 @@
 //! KubeSphere compiles the module `authz.rego` and queries `data.authz.allow` with the request attributes as
 //! input, using Go field names as keys. A policy that does not compile, or fails to evaluate, never allows;
 //! the compile error is kept so `explain` can report it.
+//!
+//! Policies are written by whoever may edit a role, so an evaluation is bounded: it stops after
+//! [`EVALUATION_LIMIT`] of wall time (and then does not allow). A server can also move evaluations off its
+//! async workers with [`set_evaluation_wrapper`] (the gateway and the authorizer use tokio's
+//! `block_in_place`); rule-only decisions never pay for that.
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use crate::request::Attributes;
 
 /// The rule KubeSphere queries.
 pub const ENTRYPOINT: &str = "data.authz.allow";
+
+/// How long one evaluation may run before it is stopped (and does not allow).
+pub const EVALUATION_LIMIT: Duration = Duration::from_millis(10);
+
+/// Runs an evaluation (the closure) and returns its result: see [`set_evaluation_wrapper`].
+pub type EvaluationWrapper = fn(&mut dyn FnMut() -> bool) -> bool;
+
+static WRAPPER: OnceLock<EvaluationWrapper> = OnceLock::new();
+
+/// Installs, once per process, a function every rego evaluation runs through: a server uses it to tell its
+/// runtime that the thread is about to block (tokio's `block_in_place`). Returns `false` when one was
+/// already installed.
+pub fn set_evaluation_wrapper(wrapper: EvaluationWrapper) -> bool {
+    WRAPPER.set(wrapper).is_ok()
+}
 
 /// A compiled (or failed) rego-override policy.
 #[derive(Clone)]
@@ -61,7 +84,10 @@ impl RegoPolicy {
     /// Whether the policy allows the request. Errors count as "not allowed".
     pub fn allows(&self, a: &Attributes<'_>) -> bool {
         match &self.compiled {
-            Ok(policy) => evaluate(policy, a),
+            Ok(policy) => match WRAPPER.get() {
+                Some(wrap) => wrap(&mut || evaluate(policy, a)),
+                None => evaluate(policy, a),
+            },
             Err(_) => false,
         }
     }
@@ -104,10 +130,24 @@ fn compile(source: &str) -> Result<Compiled, String> {
 
 #[cfg(feature = "rego")]
 fn evaluate(policy: &Compiled, a: &Attributes<'_>) -> bool {
-    let Ok(input) = regorus::Value::from_json_str(&input_json(a).to_string()) else {
-        return false;
-    };
-    matches!(policy.eval_with_input(input), Ok(v) if v == regorus::Value::Bool(true))
+    matches!(try_evaluate(policy, a), Ok(true))
+}
+
+/// Evaluates with the time limit; `Err` is the engine's error (a policy error, or the limit).
+#[cfg(feature = "rego")]
+fn try_evaluate(policy: &Compiled, a: &Attributes<'_>) -> Result<bool, String> {
+    static LIMIT: std::sync::Once = std::sync::Once::new();
+    LIMIT.call_once(|| {
+        regorus::utils::limits::set_fallback_execution_timer_config(Some(
+            regorus::utils::limits::ExecutionTimerConfig {
+                limit: EVALUATION_LIMIT,
+                check_interval: std::num::NonZeroU32::MIN,
+            },
+        ));
+    });
+    let input = regorus::Value::from_json_str(&input_json(a).to_string()).map_err(|e| e.to_string())?;
+    let value = policy.eval_with_input(input).map_err(|e| format!("{e:#}"))?;
+    Ok(value == regorus::Value::Bool(true))
 }
 
 #[cfg(not(feature = "rego"))]
@@ -124,6 +164,19 @@ fn evaluate(_policy: &Compiled, _a: &Attributes<'_>) -> bool {
 mod tests {
     use super::*;
     use crate::request::Scope;
+
+    #[test]
+    fn a_runaway_policy_is_stopped_and_does_not_allow() {
+        // Billions of steps if nothing stops it.
+        let p = RegoPolicy::compile(
+            "package authz\nimport rego.v1\nallow if {\n  count([1 | some x in numbers.range(1, 5000); some y in numbers.range(1, 5000); x != y]) > 0\n}\n",
+        );
+        assert!(p.error().is_none(), "{:?}", p.error());
+        let Ok(compiled) = &p.compiled else { unreachable!() };
+        let error = try_evaluate(compiled, &Attributes::default()).unwrap_err();
+        assert!(error.contains("time limit") || error.contains("limit"), "{error}");
+        assert!(!p.allows(&Attributes::default()));
+    }
 
     #[test]
     fn v0_and_v1_policies() {
