@@ -67,6 +67,8 @@ pub struct ControlPlane {
     /// (`/authorize`) webhooks, and the serving certificate and key for them (signed by the cluster CA).
     pub authn_authz_webhooks: (SocketAddr, PathBuf, PathBuf),
     pub kubeconfig: PathBuf,
+    /// ksiam's own credentials (the user `ksiam`, bound to deploy/rbac/ksiam.yaml).
+    pub ksiam_kubeconfig: PathBuf,
     pub kubectl: PathBuf,
     pub procs: Supervisor,
 }
@@ -84,9 +86,14 @@ impl ControlPlane {
         let pki = pki::generate(&run_dir.join("pki"))?;
         let admin_token = pki::random_hex(32)?;
         let tokens = run_dir.join("tokens.csv");
+        // ksiam's own identity: the user `ksiam`, no groups, granted deploy/rbac/ksiam.yaml (least
+        // privilege: not cluster-admin).
+        let ksiam_token = pki::random_hex(32)?;
         pki::write_secret(
             &tokens,
-            &format!("{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n"),
+            &format!(
+                "{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n{ksiam_token},{KSIAM_USER},{KSIAM_USER}\n"
+            ),
         )?;
         pki::write_secret(&run_dir.join("admin-token"), &admin_token)?;
         let tls = probe::tls_trusting(pki.ca_der.clone())?;
@@ -162,6 +169,8 @@ impl ControlPlane {
 
         let kubeconfig = run_dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, api_addr, &pki)?;
+        let ksiam_kubeconfig = run_dir.join("ksiam.kubeconfig");
+        write_token_kubeconfig(&ksiam_kubeconfig, api_addr, &pki, KSIAM_USER, &ksiam_token)?;
 
         let mut kcm = Command::new(&bins.kube_controller_manager);
         kcm.arg(format!("--kubeconfig={}", kubeconfig.display()))
@@ -196,6 +205,7 @@ impl ControlPlane {
             authn_authz_webhooks: (webhooks_addr, pki.webhooks_crt.clone(), pki.webhooks_key.clone()),
             run_dir,
             kubeconfig,
+            ksiam_kubeconfig,
             kubectl: bins.kubectl.clone(),
             procs,
         })
@@ -229,6 +239,30 @@ fn write_kubeconfig(path: &Path, api: SocketAddr, pki: &Pki) -> anyhow::Result<(
             "client-key": pki.admin_key,
         }}],
         "contexts": [{"name": "ksiam", "context": {"cluster": "ksiam", "user": ADMIN_USER}}],
+        "current-context": "ksiam",
+    });
+    pki::write_secret(path, &serde_yaml::to_string(&kubeconfig)?)
+}
+
+/// ksiam's user in the local control plane.
+pub const KSIAM_USER: &str = "ksiam";
+
+fn write_token_kubeconfig(
+    path: &Path,
+    api: SocketAddr,
+    pki: &Pki,
+    user: &str,
+    token: &str,
+) -> anyhow::Result<()> {
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "ksiam", "cluster": {
+            "server": format!("https://{api}"),
+            "certificate-authority": pki.ca_crt,
+        }}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "ksiam", "context": {"cluster": "ksiam", "user": user}}],
         "current-context": "ksiam",
     });
     pki::write_secret(path, &serde_yaml::to_string(&kubeconfig)?)

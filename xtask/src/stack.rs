@@ -119,6 +119,20 @@ pub fn bootstrap(root: &Path, kubectl: &Kubectl) -> anyhow::Result<()> {
         say("skipping deploy/builtin-roles.yaml: not generated yet (run `cargo xtask codegen`)");
     }
 
+    let rbac = root.join("deploy").join("rbac").join("ksiam.yaml");
+    if rbac.is_file() {
+        kubectl.run(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &rbac.display().to_string(),
+        ])?;
+        say("applied deploy/rbac/ksiam.yaml (ksiam's own identity: least privilege, not cluster-admin)");
+    } else {
+        say("skipping deploy/rbac/ksiam.yaml: not generated yet (run `cargo xtask codegen`)");
+    }
+
     let labels: serde_json::Map<String, serde_json::Value> = SYSTEM_LABELS
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).into()))
@@ -244,7 +258,13 @@ fn build_ksiam(root: &Path, profile: &str) -> anyhow::Result<Option<PathBuf>> {
 /// Like a kubelet, the stack restarts `ksiam all` when it is killed (SIGKILL, exit 137) — the fault tests
 /// kill it on purpose, reading its current pid from `ksiam.pid`. Any other exit stops the loop, so a
 /// process that fails on start-up still fails the start.
-fn start_ksiam(cp: &mut ControlPlane, bin: &Path) -> anyhow::Result<KsiamAll> {
+fn start_ksiam(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> {
+    // Run a copy: `target/<profile>/ksiam` is rewritten by any later build (another checkout sharing
+    // CARGO_TARGET_DIR included), and the restart loop below execs the binary again after each kill.
+    let bin = cp.run_dir.join("ksiam");
+    std::fs::copy(built, &bin)
+        .with_context(|| format!("copying {} to {}", built.display(), bin.display()))?;
+    let bin = bin.as_path();
     let jwt_secret_file = cp.run_dir.join("jwt-secret");
     crate::pki::write_secret(&jwt_secret_file, &crate::pki::random_hex(32)?)?;
     let listen = free_port()?;
@@ -262,7 +282,7 @@ fn start_ksiam(cp: &mut ControlPlane, bin: &Path) -> anyhow::Result<KsiamAll> {
         .arg(bin)
         .arg("all")
         .env("KSIAM_PID_FILE", &pid_file)
-        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("KUBECONFIG", &cp.ksiam_kubeconfig)
         .env("KSIAM_JWT_SECRET_FILE", &jwt_secret_file)
         .env("KSIAM_GATEWAY_LISTEN", listen.to_string())
         .env("KSIAM_AUTHZ_GRPC_LISTEN", grpc.to_string())

@@ -29,6 +29,7 @@ pub mod cluster;
 pub mod constants;
 pub mod generate;
 pub mod iam;
+pub mod identity;
 mod schema;
 pub mod serviceaccount;
 pub mod tenant;

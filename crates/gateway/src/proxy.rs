@@ -398,6 +398,9 @@ mod tests {
             ("impersonate-extra-scopes", "x"),
             ("impersonate-uid", "1"),
             ("x-remote-user", "admin"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-real-ip", "203.0.113.9"),
+            ("forwarded", "for=203.0.113.9"),
             ("cookie", "token=secret"),
             ("connection", "keep-alive, x-private"),
             ("x-private", "1"),
@@ -411,6 +414,25 @@ mod tests {
         let out = forward_request_headers(&h, false);
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["accept", "content-type"]);
+    }
+
+    #[test]
+    fn kubernetes_names_are_never_impersonated() {
+        for user in [
+            "system:admin",
+            "system:kube-controller-manager",
+            "system:serviceaccount:kube-system:x",
+        ] {
+            assert!(!may_impersonate(user), "{user}");
+        }
+        for user in [
+            "alice",
+            "system:anonymous",
+            "system:pre-registration",
+            "kubesphere:serviceaccount:default:sample",
+        ] {
+            assert!(may_impersonate(user), "{user}");
+        }
     }
 
     #[test]

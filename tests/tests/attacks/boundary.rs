@@ -1,0 +1,432 @@
+//! What the gateway authorizes is what kube-apiserver executes, and kube-apiserver's own webhooks grant
+//! nothing KubeSphere did not. Every request here is one an attacker sends; each test names its class.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    time::Duration,
+};
+
+use ksiam_e2e::{TestNamespace, e2e, kubectl, kubectl_with_stdin, poll, secret_token, token_secret_name};
+
+fn gateway() -> String {
+    e2e();
+    let url = std::env::var("KSIAM_GATEWAY").expect("KSIAM_GATEWAY is not set: run via `cargo xtask e2e`");
+    url.trim_start_matches("http://").trim_end_matches('/').to_owned()
+}
+
+/// A request with `target` and `headers` written verbatim; returns the status and the body.
+fn send(
+    method: &str,
+    target: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, String)> {
+    let mut tcp = TcpStream::connect(gateway())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: ks-apiserver\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    tcp.write_all(head.as_bytes())?;
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, body.to_owned()))
+}
+
+fn service_account_token(ns: &str, name: &str) -> anyhow::Result<String> {
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: kubesphere.io/v1alpha1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
+        ),
+    )?;
+    secret_token(ns, &token_secret_name(ns, name)?)
+}
+
+/// Runs kubectl with nothing but `token` as credentials: `(succeeded, output)`.
+fn kubectl_with_token(token: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let admin: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&e2e().kubeconfig)?)?;
+    let cluster = &admin["clusters"][0]["cluster"];
+    let server = cluster["server"].as_str().unwrap_or_default();
+    let ca_line = match (
+        cluster["certificate-authority"].as_str(),
+        cluster["certificate-authority-data"].as_str(),
+    ) {
+        (Some(path), _) => format!("certificate-authority: {path}"),
+        (None, Some(data)) => format!("certificate-authority-data: {data}"),
+        (None, None) => anyhow::bail!("the admin kubeconfig names no CA"),
+    };
+    let dir = std::env::temp_dir().join(format!("ksiam-e2e-attack-{}", ksiam_e2e::random_suffix()));
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    {ca_line}\n\
+             users:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\n\
+             current-context: c\n"
+        ),
+    )?;
+    let out = std::process::Command::new(&e2e().kubectl)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .output()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
+/// Waits until `token` gets 200 for `target` through the gateway (the binding reached the authorizer).
+fn wait_allowed(token: &str, target: &str) -> anyhow::Result<String> {
+    poll(&format!("200 for {target}"), Duration::from_secs(15), || {
+        let (status, body) = send("GET", target, Some(token), &[])?;
+        Ok((status == 200).then_some(body))
+    })
+}
+
+/// Hole 1: parameters hidden after authorization. A workspace viewer is allowed a Workspace-scope watch of
+/// namespaces labelled into its workspace; a `#` in `X-KubeSphere-Rawquery` used to make kube-apiserver
+/// receive a plain, cluster-wide list of Secrets instead. The gateway now refuses the ambiguous query.
+#[test]
+fn hidden_parameters_are_refused_not_cut() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("atk-hidden")?;
+    let ns = ns.name();
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "precious",
+        "-n",
+        ns,
+        "--from-literal=k=hidden-value",
+    ])?;
+    let token = service_account_token(ns, "viewer")?;
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: iam.kubesphere.io/v1beta1
+kind: WorkspaceRoleBinding
+metadata:
+  name: {ns}-viewer
+  labels: {{kubesphere.io/workspace: system-workspace}}
+roleRef: {{apiGroup: iam.kubesphere.io, kind: WorkspaceRole, name: system-workspace-viewer}}
+subjects:
+- {{apiGroup: kubesphere.io, kind: ServiceAccount, name: viewer, namespace: {ns}}}
+"
+        ),
+    )?;
+    // The legitimate request is allowed (so a refusal below is the parser's, not a missing grant).
+    poll(
+        "the workspace-scoped watch to be allowed",
+        Duration::from_secs(15),
+        || {
+            let mut tcp = TcpStream::connect(gateway())?;
+            tcp.set_read_timeout(Some(Duration::from_secs(3)))?;
+            write!(
+                tcp,
+                "GET /api/v1/namespaces?watch=1&timeoutSeconds=1&labelSelector=kubesphere.io%2Fworkspace%3Dsystem-workspace HTTP/1.1\r\n\
+             Host: g\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut head = [0u8; 12];
+            tcp.read_exact(&mut head)?;
+            Ok((&head[9..12] == b"200").then_some(()))
+        },
+    )?;
+    for raw in [
+        "#&watch=1&labelSelector=kubesphere.io/workspace%3Dsystem-workspace",
+        "x=1#&watch=1&labelSelector=kubesphere.io%2Fworkspace%3Dsystem-workspace",
+    ] {
+        let (status, body) = send(
+            "GET",
+            "/api/v1/secrets",
+            Some(&token),
+            &[("X-KubeSphere-Rawquery", raw)],
+        )?;
+        assert_eq!(status, 400, "{raw}: {body}");
+        assert!(!body.contains("precious"), "{raw}: {body}");
+    }
+    // Two readings of `watch` (first says list, last says watch).
+    let (status, body) = send(
+        "GET",
+        "/api/v1/secrets?watch=1&labelSelector=kubesphere.io%2Fworkspace%3Dsystem-workspace&watch=0",
+        Some(&token),
+        &[],
+    )?;
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains("precious"), "{body}");
+    Ok(())
+}
+
+/// Hole 4: query-parser differential. Go's `net/url` drops a pair holding `;` or a bad `%` escape; a
+/// lenient parser kept the `fieldSelector` that satisfied `resourceNames`, and kube-apiserver listed every
+/// Secret of the namespace.
+#[test]
+fn query_parser_differentials_are_refused() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("atk-query")?;
+    let ns = ns.name();
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "allowed",
+        "-n",
+        ns,
+        "--from-literal=k=v",
+    ])?;
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "precious",
+        "-n",
+        ns,
+        "--from-literal=k=hidden-value",
+    ])?;
+    let token = service_account_token(ns, "lister")?;
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: iam.kubesphere.io/v1beta1
+kind: Role
+metadata: {{name: one-secret, namespace: {ns}}}
+rules:
+- {{apiGroups: [\"\"], resources: [secrets], resourceNames: [allowed], verbs: [get, list]}}
+---
+apiVersion: iam.kubesphere.io/v1beta1
+kind: RoleBinding
+metadata: {{name: lister-one-secret, namespace: {ns}}}
+roleRef: {{apiGroup: iam.kubesphere.io, kind: Role, name: one-secret}}
+subjects:
+- {{apiGroup: kubesphere.io, kind: ServiceAccount, name: lister, namespace: {ns}}}
+"
+        ),
+    )?;
+    let list = format!("/api/v1/namespaces/{ns}/secrets");
+    let body = wait_allowed(&token, &format!("{list}?fieldSelector=metadata.name%3Dallowed"))?;
+    assert!(
+        body.contains("\"allowed\"") && !body.contains("precious"),
+        "{body}"
+    );
+    for query in [
+        "fieldSelector=metadata.name%3Dallowed,x%3D;",
+        "fieldSelector=metadata.name%3Dallowed,x%3D%zz",
+        "fieldSelector=metadata.name%3Dallowed,x%3D%ff",
+        "fieldSelector=metadata.name%3Dallowed&fieldSelector=metadata.name%3Dprecious",
+        "fieldSelector=metadata.name%3Dallowed;fieldSelector=",
+    ] {
+        let (status, body) = send("GET", &format!("{list}?{query}"), Some(&token), &[])?;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(!body.contains("precious"), "{query}: {body}");
+    }
+    // Kubernetes reads the sorted terms: the first `metadata.name` after sorting is the one authorized.
+    let (status, body) = send(
+        "GET",
+        &format!("{list}?fieldSelector=metadata.name%3Dprecious,metadata.name%3Dallowed"),
+        Some(&token),
+        &[],
+    )?;
+    assert!(!body.contains("hidden-value"), "{status} {body}");
+    Ok(())
+}
+
+/// Hole 3: exec, attach and port-forward over WebSocket are GETs; Kubernetes (≥ 1.30) also requires
+/// `create`. A viewer (`*` get/list/watch) must not exec.
+#[test]
+fn websocket_exec_needs_create() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("atk-exec")?;
+    let ns = ns.name();
+    let token = service_account_token(ns, "viewer")?;
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: iam.kubesphere.io/v1beta1
+kind: Role
+metadata: {{name: viewer, namespace: {ns}}}
+rules:
+- {{apiGroups: [\"*\"], resources: [\"*\"], verbs: [get, list, watch]}}
+---
+apiVersion: iam.kubesphere.io/v1beta1
+kind: RoleBinding
+metadata: {{name: viewer, namespace: {ns}}}
+roleRef: {{apiGroup: iam.kubesphere.io, kind: Role, name: viewer}}
+subjects:
+- {{apiGroup: kubesphere.io, kind: ServiceAccount, name: viewer, namespace: {ns}}}
+"
+        ),
+    )?;
+    wait_allowed(&token, &format!("/api/v1/namespaces/{ns}/configmaps"))?;
+    let upgrade = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Protocol", "v5.channel.k8s.io"),
+    ];
+    for sub in [
+        "exec?command=sh&stdout=true",
+        "attach?stdout=true",
+        "portforward?ports=80",
+    ] {
+        let target = format!("/api/v1/namespaces/{ns}/pods/p/{sub}");
+        for headers in [&upgrade[..], &[]] {
+            let (status, body) = send("GET", &target, Some(&token), headers)?;
+            assert_eq!(status, 403, "{target}: {body}");
+            assert!(body.contains("cannot create resource"), "{target}: {body}");
+        }
+    }
+    Ok(())
+}
+
+/// Hole 5a: every Kubernetes identity is in `system:authenticated`; KubeSphere's `authenticated`
+/// GlobalRole (which lists iam Users) must not apply to it through the SubjectAccessReview webhook.
+#[test]
+fn kubernetes_identities_get_no_kubesphere_grants() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("atk-k8s-sa")?;
+    let ns = ns.name();
+    kubectl(&["create", "serviceaccount", "pod-identity", "-n", ns])?;
+    let token = kubectl(&["create", "token", "pod-identity", "-n", ns])?;
+    let (ok, out) = kubectl_with_token(token.trim(), &["get", "users.iam.kubesphere.io"])?;
+    assert!(
+        !ok && out.contains("Forbidden"),
+        "a Pod's own token listed Users: {out}"
+    );
+    let (ok, out) = kubectl_with_token(token.trim(), &["get", "globalroles.iam.kubesphere.io"])?;
+    assert!(!ok && out.contains("Forbidden"), "{out}");
+    Ok(())
+}
+
+/// Hole 5b and 5c: through kube-apiserver, global resources are judged at Global scope (a cluster viewer
+/// does not list Users, as through the gateway), and the gateway's path allow-list does not apply to
+/// kube-apiserver's own paths (`/metrics`).
+#[test]
+fn kube_apiserver_webhook_uses_the_gateway_scopes_and_no_allow_list() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("atk-scope")?;
+    let ns = ns.name();
+    let token = service_account_token(ns, "cviewer")?;
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: iam.kubesphere.io/v1beta1
+kind: ClusterRoleBinding
+metadata: {{name: {ns}-cviewer}}
+roleRef: {{apiGroup: iam.kubesphere.io, kind: ClusterRole, name: cluster-viewer}}
+subjects:
+- {{apiGroup: kubesphere.io, kind: ServiceAccount, name: cviewer, namespace: {ns}}}
+"
+        ),
+    )?;
+    let result = (|| {
+        poll(
+            "the cluster viewer lists pods through kube-apiserver",
+            Duration::from_secs(15),
+            || {
+                let (ok, _) = kubectl_with_token(&token, &["get", "pods", "-A"])?;
+                Ok(ok.then_some(()))
+            },
+        )?;
+        let (ok, out) = kubectl_with_token(&token, &["get", "users.iam.kubesphere.io"])?;
+        assert!(
+            !ok && out.contains("Forbidden"),
+            "a cluster viewer listed Users: {out}"
+        );
+        let (status, body) = send("GET", "/apis/iam.kubesphere.io/v1beta1/users", Some(&token), &[])?;
+        assert_eq!(status, 403, "the gateway agrees: {body}");
+        let (ok, out) = kubectl_with_token(&token, &["get", "--raw", "/metrics"])?;
+        assert!(
+            !ok && out.contains("Forbidden"),
+            "kube-apiserver's /metrics: {out}"
+        );
+        anyhow::Ok(())
+    })();
+    let _ = kubectl(&[
+        "delete",
+        "clusterrolebinding.iam.kubesphere.io",
+        &format!("{ns}-cviewer"),
+    ]);
+    result
+}
+
+/// Defense in depth: the gateway sends proxied requests as the caller, so kube-apiserver authorizes and
+/// audits them as the caller (its SelfSubjectReview answers with the caller, ksiam's marker included).
+#[test]
+fn proxied_requests_run_as_the_caller() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("atk-imp")?;
+    let ns = ns.name();
+    let token = service_account_token(ns, "whoami")?;
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: iam.kubesphere.io/v1beta1
+kind: ClusterRole
+metadata: {{name: {ns}-whoami}}
+rules:
+- {{apiGroups: [authentication.k8s.io], resources: [selfsubjectreviews], verbs: [create]}}
+---
+apiVersion: iam.kubesphere.io/v1beta1
+kind: ClusterRoleBinding
+metadata: {{name: {ns}-whoami}}
+roleRef: {{apiGroup: iam.kubesphere.io, kind: ClusterRole, name: {ns}-whoami}}
+subjects:
+- {{apiGroup: kubesphere.io, kind: ServiceAccount, name: whoami, namespace: {ns}}}
+"
+        ),
+    )?;
+    let body = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#;
+    let len = body.len().to_string();
+    let result = poll(
+        "a SelfSubjectReview through the gateway",
+        Duration::from_secs(15),
+        || {
+            let mut tcp = TcpStream::connect(gateway())?;
+            tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+            write!(
+                tcp,
+                "POST /apis/authentication.k8s.io/v1/selfsubjectreviews HTTP/1.1\r\nHost: g\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\
+             X-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n{body}"
+            )?;
+            let mut out = String::new();
+            let _ = tcp.read_to_string(&mut out);
+            Ok(out.starts_with("HTTP/1.1 201").then_some(out))
+        },
+    );
+    let _ = kubectl(&[
+        "delete",
+        "clusterrolebinding.iam.kubesphere.io",
+        &format!("{ns}-whoami"),
+    ]);
+    let _ = kubectl(&["delete", "clusterrole.iam.kubesphere.io", &format!("{ns}-whoami")]);
+    let out = result?;
+    let user = format!("kubesphere:serviceaccount:{ns}:whoami");
+    assert!(out.contains(&format!("\"username\":\"{user}\"")), "{out}");
+    assert!(out.contains("ksiam.kubesphere.io/authenticated-by"), "{out}");
+    Ok(())
+}
+
+/// Hole 12: which member clusters exist is told only to authenticated callers, and an unknown one is 404.
+#[test]
+fn cluster_names_are_told_only_after_authentication() -> anyhow::Result<()> {
+    let (status, body) = send("GET", "/clusters/no-such-cluster/api/v1/pods", None, &[])?;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = send("GET", "/clusters/host-not/api/v1/pods", None, &[])?;
+    assert_eq!(status, 401, "{body}");
+    let ns = TestNamespace::create("atk-clusters")?;
+    let token = service_account_token(ns.name(), "member")?;
+    let (status, body) = send("GET", "/clusters/no-such-cluster/api/v1/pods", Some(&token), &[])?;
+    assert_eq!(status, 404, "{body}");
+    Ok(())
+}
