@@ -345,7 +345,10 @@ subjects:
         );
         let (status, body) = send("GET", "/apis/iam.kubesphere.io/v1beta1/users", Some(&token), &[])?;
         assert_eq!(status, 403, "the gateway agrees: {body}");
-        let (ok, out) = kubectl_with_token(&token, &["get", "--raw", "/metrics"])?;
+        // (cluster-viewer itself allows GET on every non-resource URL; a ServiceAccount with no binding
+        // must not get kube-apiserver's /metrics through the gateway's allow-list.)
+        let nobody = service_account_token(ns, "nobody")?;
+        let (ok, out) = kubectl_with_token(&nobody, &["get", "--raw", "/metrics"])?;
         assert!(
             !ok && out.contains("Forbidden"),
             "kube-apiserver's /metrics: {out}"
