@@ -137,10 +137,7 @@ async fn proxy(
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large();
     }
-    // Only the long-running requests may switch protocols; an `Upgrade` on anything else is ignored, and
-    // the request keeps its timeout.
-    let long_running = is_long_running(ctx);
-    let upgrade = long_running && is_upgrade(req.headers());
+    let (long_running, upgrade) = streaming(ctx, req.headers());
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -296,6 +293,13 @@ fn impersonate(headers: &mut HeaderMap, ctx: &RequestContext) -> Result<(), Stri
 /// `Impersonate-Extra-` and the percent-encoded key [`ksiam_api::constants::AUTHENTICATED_BY_EXTRA`].
 const IMPERSONATE_MARKER: &str = "impersonate-extra-ksiam.kubesphere.io%2fauthenticated-by";
 
+/// `(long_running, upgrade)`: only the long-running requests may switch protocols; an `Upgrade` on
+/// anything else is ignored (not forwarded), and the request keeps its timeout.
+fn streaming(ctx: &RequestContext, headers: &HeaderMap) -> (bool, bool) {
+    let long_running = is_long_running(ctx);
+    (long_running, long_running && is_upgrade(headers))
+}
+
 /// Watches, proxies, exec/attach/port-forward and logs run for as long as they like.
 fn is_long_running(ctx: &RequestContext) -> bool {
     let info = &ctx.info;
@@ -414,6 +418,42 @@ mod tests {
         let out = forward_request_headers(&h, false);
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["accept", "content-type"]);
+    }
+
+    #[test]
+    fn only_long_running_requests_upgrade_or_run_without_a_timeout() {
+        let ctx = |method: &str, target: &str| {
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            RequestContext {
+                info: ksiam_rbac::resolve(method, path, query).unwrap(),
+                user: "u".into(),
+                groups: Vec::new(),
+            }
+        };
+        let mut upgrade = HeaderMap::new();
+        upgrade.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        upgrade.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let plain = HeaderMap::new();
+        for target in [
+            "/api/v1/namespaces/n/configmaps",
+            "/api/v1/namespaces/n/secrets/s",
+            "/apis/apps/v1/namespaces/n/deployments",
+        ] {
+            assert_eq!(
+                streaming(&ctx("GET", target), &upgrade),
+                (false, false),
+                "{target}"
+            );
+        }
+        for target in [
+            "/api/v1/namespaces/n/pods/p/exec?command=sh",
+            "/api/v1/namespaces/n/pods/p/portforward",
+            "/api/v1/namespaces/n/pods?watch=1",
+            "/api/v1/namespaces/n/services/s/proxy",
+        ] {
+            assert_eq!(streaming(&ctx("GET", target), &upgrade), (true, true), "{target}");
+            assert_eq!(streaming(&ctx("GET", target), &plain), (true, false), "{target}");
+        }
     }
 
     #[test]
