@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use ksiam_e2e::{
-    SEED_CLUSTER_ROLE_BINDING, SEED_GLOBAL_ROLE_BINDING, SEED_ROLE_AND_BINDING, SEED_WORKSPACE_ROLE_BINDING,
-    GrpcIdentity, TestNamespace, e2e, grpc_channel, grpc_tls, kubectl, kubectl_with_stdin,
+    GrpcIdentity, SEED_CLUSTER_ROLE_BINDING, SEED_GLOBAL_ROLE_BINDING, SEED_ROLE_AND_BINDING,
+    SEED_WORKSPACE_ROLE_BINDING, TestNamespace, e2e, grpc_channel, grpc_tls, kubectl, kubectl_with_stdin,
 };
 use ksiam_proto::authz::v1::{self as pb, authorizer_client::AuthorizerClient};
 

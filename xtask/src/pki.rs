@@ -115,7 +115,10 @@ pub fn generate(dir: &Path) -> anyhow::Result<Pki> {
         let key = KeyPair::generate()?;
         let cert = client.signed_by(&key, &ca)?;
         let short = cn.trim_start_matches("ksiam-");
-        let (crt_path, key_path) = (dir.join(format!("grpc-{short}.crt")), dir.join(format!("grpc-{short}.key")));
+        let (crt_path, key_path) = (
+            dir.join(format!("grpc-{short}.crt")),
+            dir.join(format!("grpc-{short}.key")),
+        );
         write_public(&crt_path, &cert.pem())?;
         write_secret(&key_path, &key.serialize_pem())?;
         grpc_clients.push((cn, crt_path, key_path));

@@ -93,8 +93,16 @@ impl Stack {
             env.push(("KSIAM_GRPC_CA", pki.ca.display().to_string()));
             for (cn, crt_var, key_var) in [
                 ("ksiam-admin", "KSIAM_GRPC_CLIENT_CERT", "KSIAM_GRPC_CLIENT_KEY"),
-                ("ksiam-controller", "KSIAM_GRPC_CONTROLLER_CERT", "KSIAM_GRPC_CONTROLLER_KEY"),
-                ("ksiam-gateway", "KSIAM_GRPC_GATEWAY_CERT", "KSIAM_GRPC_GATEWAY_KEY"),
+                (
+                    "ksiam-controller",
+                    "KSIAM_GRPC_CONTROLLER_CERT",
+                    "KSIAM_GRPC_CONTROLLER_KEY",
+                ),
+                (
+                    "ksiam-gateway",
+                    "KSIAM_GRPC_GATEWAY_CERT",
+                    "KSIAM_GRPC_GATEWAY_KEY",
+                ),
             ] {
                 if let Some((crt, key)) = pki.client(cn) {
                     env.push((crt_var, crt.display().to_string()));

@@ -125,9 +125,8 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     // Plaintext on loopback, explicitly: this measures the bare service (as the earlier figures in
     // docs/benchmarks.md did), not TLS. Authorize and AuthorizeBatch answer plaintext loopback clients.
-    let security = ksiam_token::grpc_auth::GrpcSecurity::insecure_loopback(
-        ksiam_token::grpc_auth::AllowList::default(),
-    );
+    let security =
+        ksiam_token::grpc_auth::GrpcSecurity::insecure_loopback(ksiam_token::grpc_auth::AllowList::default());
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { ksiam_authz::serve_grpc(listener, service, &security, shutdown).await }

@@ -26,9 +26,9 @@ use ksiam_rbac::{
     review::{self, RuleSource},
     snapshot::CompiledBinding,
 };
+use ksiam_token::grpc_auth::{ClientTls, GrpcSecurity, SecurityError};
 use parking_lot::Mutex;
 use prost::Message as _;
-use ksiam_token::grpc_auth::{ClientTls, GrpcSecurity, SecurityError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{

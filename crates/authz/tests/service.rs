@@ -15,11 +15,11 @@ use ksiam_rbac::{
     Attributes, Authorizer, Mode, PolicyIndex, PolicyStore, Scope,
     model::{Binding, Policy},
 };
-use serde_json::{Value, json};
 use ksiam_token::{
     grpc_auth::{AllowList, GrpcSecurity, identities},
     test_pki::TestPki,
 };
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -319,7 +319,12 @@ async fn grpc_auth_policy_oracles_only_for_the_admin_identity() {
         ..Default::default()
     };
     let a = pod_attrs(SA, &[], "get", "default");
-    for id in [identities::GATEWAY, identities::WEBHOOK, identities::CONTROLLER, "someone"] {
+    for id in [
+        identities::GATEWAY,
+        identities::WEBHOOK,
+        identities::CONTROLLER,
+        "someone",
+    ] {
         let client = AuthzClient::new(server.channel(id).await, CacheConfig::default());
         for (method, result) in [
             ("RulesFor", client.rules_for(rules.clone()).await.map(|_| ())),
@@ -330,7 +335,9 @@ async fn grpc_auth_policy_oracles_only_for_the_admin_identity() {
             };
             assert_eq!(status.code(), tonic::Code::PermissionDenied, "{id} {method}");
             assert!(
-                status.message().contains(&format!("ksiam.authz.v1.Authorizer/{method}"))
+                status
+                    .message()
+                    .contains(&format!("ksiam.authz.v1.Authorizer/{method}"))
                     && status.message().contains(id),
                 "{}",
                 status.message()
@@ -385,7 +392,9 @@ async fn grpc_auth_plaintext_loopback_answers_authorize_but_not_the_oracles() {
             ..Default::default()
         })
         .await;
-    assert!(matches!(refused, Err(ksiam_authz::ClientError::Status(s)) if s.code() == tonic::Code::PermissionDenied));
+    assert!(
+        matches!(refused, Err(ksiam_authz::ClientError::Status(s)) if s.code() == tonic::Code::PermissionDenied)
+    );
     shutdown.cancel();
 }
 

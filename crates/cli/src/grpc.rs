@@ -25,7 +25,12 @@ pub struct GrpcServerArgs {
     /// method: IssueToken → ksiam-controller; VerifyToken, WatchKeys, WatchRevocations → ksiam-gateway,
     /// ksiam-authz, ksiam-verifier; Authorize, AuthorizeBatch → ksiam-gateway, ksiam-webhook, ksiam-admin;
     /// RulesFor, WhoCan, reflection → ksiam-admin. Health is open to everyone.
-    #[arg(long = "grpc-allow", env = "KSIAM_GRPC_ALLOW", value_name = "METHOD=IDS", value_delimiter = ';')]
+    #[arg(
+        long = "grpc-allow",
+        env = "KSIAM_GRPC_ALLOW",
+        value_name = "METHOD=IDS",
+        value_delimiter = ';'
+    )]
     pub grpc_allow: Vec<String>,
     /// Serve gRPC in plaintext, without client identities; refused unless the listen address is loopback.
     /// IssueToken, RulesFor, WhoCan and reflection then answer PERMISSION_DENIED to everyone.
@@ -125,7 +130,10 @@ mod tests {
 
     #[test]
     fn the_server_needs_mutual_tls_or_an_explicit_insecure_loopback() {
-        assert!(parse(&[]).unwrap().security().is_err(), "nothing configured: no gRPC");
+        assert!(
+            parse(&[]).unwrap().security().is_err(),
+            "nothing configured: no gRPC"
+        );
         assert!(
             parse(&["--grpc-tls-cert-file", "c", "--grpc-tls-key-file", "k"])
                 .unwrap()
@@ -173,12 +181,18 @@ mod tests {
     fn a_client_uses_tls_exactly_for_https() {
         let none = GrpcClientArgs::default();
         assert!(none.tls_for("http://127.0.0.1:1").unwrap().is_none());
-        assert!(none.tls_for("https://127.0.0.1:1").is_err(), "https without an identity");
+        assert!(
+            none.tls_for("https://127.0.0.1:1").is_err(),
+            "https without an identity"
+        );
         let partial = GrpcClientArgs {
             grpc_ca_file: Some("ca".into()),
             ..Default::default()
         };
         assert!(partial.tls_for("https://127.0.0.1:1").is_err());
-        assert!(partial.tls_for("http://127.0.0.1:1").is_err(), "an identity over plaintext");
+        assert!(
+            partial.tls_for("http://127.0.0.1:1").is_err(),
+            "an identity over plaintext"
+        );
     }
 }

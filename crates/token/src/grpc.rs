@@ -48,9 +48,9 @@ use tonic::{
 };
 
 use crate::{
+    Error, Issuer, Key, KeySet, LiveTokens, VerifiedUser, Verifier,
     grpc_auth::{ClientTls, GrpcSecurity, SecurityError},
-    Error, Issuer, Key, KeySet, LiveTokens, VerifiedUser, Verifier, now_unix, parse_sa_username, sa_username,
-    token_id,
+    now_unix, parse_sa_username, sa_username, token_id,
 };
 
 /// Events a slow watcher may have queued before its stream task waits (and starts coalescing changes).

@@ -92,7 +92,9 @@ pub struct AllowList {
 
 /// Why an allow-list entry could not be parsed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid gRPC allow-list entry {entry:?}: {reason} (expected `package.Service/Method=identity[,identity…]`)")]
+#[error(
+    "invalid gRPC allow-list entry {entry:?}: {reason} (expected `package.Service/Method=identity[,identity…]`)"
+)]
 pub struct AllowListError {
     entry: String,
     reason: &'static str,
@@ -156,7 +158,11 @@ impl AllowList {
 
     /// Sets who may call `method` (`package.Service/Method` or `package.Service/*`), replacing what was
     /// listed for it. An empty `identities` lets nobody call it.
-    pub fn allow(&mut self, method: &str, identities: impl IntoIterator<Item = impl Into<String>>) -> &mut Self {
+    pub fn allow(
+        &mut self,
+        method: &str,
+        identities: impl IntoIterator<Item = impl Into<String>>,
+    ) -> &mut Self {
         let method = method.strip_prefix('/').unwrap_or(method).to_owned();
         self.rules
             .insert(method, identities.into_iter().map(Into::into).collect());
@@ -175,7 +181,9 @@ impl AllowList {
             let (method, ids) = entry.split_once('=').ok_or_else(|| err("no `=`"))?;
             let method = method.trim();
             let method = method.strip_prefix('/').unwrap_or(method);
-            let (service, name) = method.split_once('/').ok_or_else(|| err("the method has no `/`"))?;
+            let (service, name) = method
+                .split_once('/')
+                .ok_or_else(|| err("the method has no `/`"))?;
             if service.is_empty() || name.is_empty() || name.contains('/') || !service.contains('.') {
                 return Err(err("the method is not `package.Service/Method`"));
             }
@@ -288,7 +296,9 @@ enum ConnIo {
 
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Conn").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Conn")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -692,7 +702,8 @@ impl ClientTls {
     /// From PEM files.
     pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> io::Result<Self> {
         let read = |p: &Path| {
-            std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display())))
+            std::fs::read(p)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display())))
         };
         Ok(Self::from_pem(read(ca)?, Some((read(cert)?, read(key)?))))
     }
@@ -708,7 +719,10 @@ impl ClientTls {
 }
 
 /// Connects to `uri`: over TLS with `tls` (the URI should be `https://…`), in plaintext without.
-pub async fn connect(uri: impl Into<String>, tls: Option<&ClientTls>) -> Result<Channel, tonic::transport::Error> {
+pub async fn connect(
+    uri: impl Into<String>,
+    tls: Option<&ClientTls>,
+) -> Result<Channel, tonic::transport::Error> {
     let mut endpoint = Endpoint::from_shared(uri.into())?.tcp_nodelay(true);
     if let Some(tls) = tls {
         endpoint = endpoint.tls_config(tls.config())?;
@@ -728,17 +742,40 @@ mod tests {
     fn default_list_gives_each_method_to_its_identities() {
         use identities::*;
         let allow = AllowList::default();
-        let all = [CONTROLLER, GATEWAY, WEBHOOK, AUTHZ, VERIFIER, ADMIN, "someone-else"];
+        let all = [
+            CONTROLLER,
+            GATEWAY,
+            WEBHOOK,
+            AUTHZ,
+            VERIFIER,
+            ADMIN,
+            "someone-else",
+        ];
         let table: [(&str, &[&str]); 9] = [
             ("/ksiam.token.v1.TokenService/IssueToken", &[CONTROLLER]),
-            ("/ksiam.token.v1.TokenService/VerifyToken", &[GATEWAY, AUTHZ, VERIFIER]),
-            ("/ksiam.token.v1.TokenService/WatchKeys", &[GATEWAY, AUTHZ, VERIFIER]),
-            ("/ksiam.token.v1.TokenService/WatchRevocations", &[GATEWAY, AUTHZ, VERIFIER]),
+            (
+                "/ksiam.token.v1.TokenService/VerifyToken",
+                &[GATEWAY, AUTHZ, VERIFIER],
+            ),
+            (
+                "/ksiam.token.v1.TokenService/WatchKeys",
+                &[GATEWAY, AUTHZ, VERIFIER],
+            ),
+            (
+                "/ksiam.token.v1.TokenService/WatchRevocations",
+                &[GATEWAY, AUTHZ, VERIFIER],
+            ),
             ("/ksiam.authz.v1.Authorizer/Authorize", &[GATEWAY, WEBHOOK, ADMIN]),
-            ("/ksiam.authz.v1.Authorizer/AuthorizeBatch", &[GATEWAY, WEBHOOK, ADMIN]),
+            (
+                "/ksiam.authz.v1.Authorizer/AuthorizeBatch",
+                &[GATEWAY, WEBHOOK, ADMIN],
+            ),
             ("/ksiam.authz.v1.Authorizer/RulesFor", &[ADMIN]),
             ("/ksiam.authz.v1.Authorizer/WhoCan", &[ADMIN]),
-            ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", &[ADMIN]),
+            (
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                &[ADMIN],
+            ),
         ];
         for (path, allowed) in table {
             for id in all {
@@ -765,13 +802,21 @@ mod tests {
         for peer in [Peer::Plaintext, Peer::NoCertificate, cert(identities::ADMIN)] {
             assert!(allow.check("/grpc.health.v1.Health/Check", &peer).is_ok());
             assert!(allow.check("/grpc.health.v1.Health/Watch", &peer).is_ok());
-            assert!(allow.check("/ksiam.authz.v1.Authorizer/NewMethod", &peer).is_err());
+            assert!(
+                allow
+                    .check("/ksiam.authz.v1.Authorizer/NewMethod", &peer)
+                    .is_err()
+            );
             assert!(allow.check("/other.Service/Call", &peer).is_err());
             assert!(allow.check("", &peer).is_err());
             assert!(allow.check("/", &peer).is_err());
         }
         // A look-alike of the health service is not the health service.
-        assert!(allow.check("/grpc.health.v1.HealthX/Check", &Peer::NoCertificate).is_err());
+        assert!(
+            allow
+                .check("/grpc.health.v1.HealthX/Check", &Peer::NoCertificate)
+                .is_err()
+        );
     }
 
     #[test]
@@ -795,7 +840,11 @@ mod tests {
         ] {
             let status = allow.check(path, &Peer::Plaintext).unwrap_err();
             assert_eq!(status.code(), tonic::Code::PermissionDenied, "{path}");
-            assert!(status.message().contains("requires an authenticated client"), "{}", status.message());
+            assert!(
+                status.message().contains("requires an authenticated client"),
+                "{}",
+                status.message()
+            );
         }
         for path in [
             "/ksiam.authz.v1.Authorizer/Authorize",
@@ -809,9 +858,11 @@ mod tests {
         let allow = AllowList::default()
             .with_entries(&["ksiam.token.v1.TokenService/IssueToken=ksiam-controller,ksiam-gateway"])
             .unwrap();
-        assert!(allow
-            .check("/ksiam.token.v1.TokenService/IssueToken", &Peer::Plaintext)
-            .is_err());
+        assert!(
+            allow
+                .check("/ksiam.token.v1.TokenService/IssueToken", &Peer::Plaintext)
+                .is_err()
+        );
     }
 
     #[test]
@@ -826,11 +877,20 @@ mod tests {
         let issue = "/ksiam.token.v1.TokenService/IssueToken";
         assert!(allow.check(issue, &cert("minter")).is_ok());
         assert!(allow.check(issue, &cert("other")).is_ok());
-        assert!(allow.check(issue, &cert("ops")).is_err(), "the exact entry wins over `*`");
-        assert!(allow
-            .check("/ksiam.token.v1.TokenService/VerifyToken", &cert("ops"))
-            .is_ok());
-        assert!(allow.check("/ksiam.authz.v1.Authorizer/WhoCan", &cert("ops")).is_err());
+        assert!(
+            allow.check(issue, &cert("ops")).is_err(),
+            "the exact entry wins over `*`"
+        );
+        assert!(
+            allow
+                .check("/ksiam.token.v1.TokenService/VerifyToken", &cert("ops"))
+                .is_ok()
+        );
+        assert!(
+            allow
+                .check("/ksiam.authz.v1.Authorizer/WhoCan", &cert("ops"))
+                .is_err()
+        );
         // Identities compare exactly: no prefix, case or whitespace games.
         for id in ["Minter", "minter ", "mint", "minter,other", ""] {
             assert!(allow.check(issue, &cert(id)).is_err(), "{id:?}");

@@ -21,7 +21,9 @@ pub struct TestPki {
 
 impl std::fmt::Debug for TestPki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestPki").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("TestPki")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 

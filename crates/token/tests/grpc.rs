@@ -56,7 +56,13 @@ impl Running {
                 format!("grpc.reflection.v1.ServerReflection/*={TESTER}"),
             ])
             .unwrap();
-        Self::start_secured(service, grace, GrpcSecurity::mutual_tls(pki.server.clone(), allow), pki).await
+        Self::start_secured(
+            service,
+            grace,
+            GrpcSecurity::mutual_tls(pki.server.clone(), allow),
+            pki,
+        )
+        .await
     }
 
     async fn start_secured(
@@ -72,12 +78,13 @@ impl Running {
             let _ = stopped.await;
         };
         let service = service.clone();
-        let task = match grace {
-            None => tokio::spawn(async move { serve(listener, service, &security, shutdown).await }),
-            Some(grace) => tokio::spawn(async move {
-                serve_with_grace(listener, service, &security, shutdown, grace).await
-            }),
-        };
+        let task =
+            match grace {
+                None => tokio::spawn(async move { serve(listener, service, &security, shutdown).await }),
+                Some(grace) => tokio::spawn(async move {
+                    serve_with_grace(listener, service, &security, shutdown, grace).await
+                }),
+            };
         Self {
             addr,
             stop: Some(stop),
@@ -567,8 +574,16 @@ async fn grpc_auth_only_the_controller_identity_may_issue_tokens() {
     let service = legacy_service();
     let server = start_default(&service).await;
 
-    assert_eq!(issue_as(&server, &server.pki.client(identities::CONTROLLER)).await, Some(Code::Ok));
-    for id in [identities::GATEWAY, identities::ADMIN, identities::AUTHZ, "ksiam-controller-2"] {
+    assert_eq!(
+        issue_as(&server, &server.pki.client(identities::CONTROLLER)).await,
+        Some(Code::Ok)
+    );
+    for id in [
+        identities::GATEWAY,
+        identities::ADMIN,
+        identities::AUTHZ,
+        "ksiam-controller-2",
+    ] {
         let client = server.client_as(&server.pki.client(id)).await.unwrap();
         let err = client.issue("default", "sample", None).await.unwrap_err();
         let ClientError::Status(status) = err else {
@@ -576,13 +591,19 @@ async fn grpc_auth_only_the_controller_identity_may_issue_tokens() {
         };
         assert_eq!(status.code(), Code::PermissionDenied, "{id}");
         assert!(
-            status.message().contains("ksiam.token.v1.TokenService/IssueToken") && status.message().contains(id),
+            status
+                .message()
+                .contains("ksiam.token.v1.TokenService/IssueToken")
+                && status.message().contains(id),
             "names the method and the identity: {}",
             status.message()
         );
     }
     // A verifier identity may verify, but not issue.
-    let gateway = server.client_as(&server.pki.client(identities::GATEWAY)).await.unwrap();
+    let gateway = server
+        .client_as(&server.pki.client(identities::GATEWAY))
+        .await
+        .unwrap();
     let token = Issuer::new(KeySet::legacy(SECRET), ISSUER)
         .issue_sa_token("default", "sample", ksiam_token::now_unix(), None)
         .unwrap();
@@ -630,15 +651,26 @@ async fn grpc_auth_no_client_certificate_is_unauthenticated_and_a_foreign_ca_is_
 async fn grpc_auth_plaintext_on_loopback_verifies_but_never_issues() {
     let service = legacy_service();
     let pki = TestPki::new();
-    let server =
-        Running::start_secured(&service, None, GrpcSecurity::insecure_loopback(AllowList::default()), pki).await;
-    let client = TokenClient::connect(format!("http://{}", server.addr)).await.unwrap();
+    let server = Running::start_secured(
+        &service,
+        None,
+        GrpcSecurity::insecure_loopback(AllowList::default()),
+        pki,
+    )
+    .await;
+    let client = TokenClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
     let err = client.issue("default", "sample", None).await.unwrap_err();
     let ClientError::Status(status) = err else {
         panic!("{err:?}")
     };
     assert_eq!(status.code(), Code::PermissionDenied);
-    assert!(status.message().contains("requires an authenticated client"), "{}", status.message());
+    assert!(
+        status.message().contains("requires an authenticated client"),
+        "{}",
+        status.message()
+    );
     let token = Issuer::new(KeySet::legacy(SECRET), ISSUER)
         .issue_sa_token("default", "sample", ksiam_token::now_unix(), None)
         .unwrap();

@@ -55,7 +55,10 @@ async fn issue_token_as(tls: &ClientTls) -> anyhow::Result<Option<Code>> {
         return Ok(None);
     };
     Ok(Some(
-        match TokenServiceClient::new(channel).issue_token(issue_request()).await {
+        match TokenServiceClient::new(channel)
+            .issue_token(issue_request())
+            .await
+        {
             Ok(response) => {
                 anyhow::ensure!(!response.into_inner().token.is_empty(), "an empty token");
                 Code::Ok
@@ -73,7 +76,9 @@ async fn issue_token_as(tls: &ClientTls) -> anyhow::Result<Option<Code>> {
 }
 
 async fn authorizer(tls: &ClientTls) -> anyhow::Result<AuthorizerClient<Channel>> {
-    Ok(AuthorizerClient::new(grpc_channel("KSIAM_AUTHZ_GRPC", tls).await?))
+    Ok(AuthorizerClient::new(
+        grpc_channel("KSIAM_AUTHZ_GRPC", tls).await?,
+    ))
 }
 
 /// A client certificate with common name `cn` from a CA the cluster never heard of (the server is still
@@ -113,9 +118,19 @@ fn grpc_without_a_client_certificate_nothing_is_minted_or_revealed() -> anyhow::
         );
         let mut authz = authorizer(&anonymous).await?;
         let status = authz.who_can(who_can_request()).await.unwrap_err();
-        assert_eq!(status.code(), Code::Unauthenticated, "WhoCan: {}", status.message());
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "WhoCan: {}",
+            status.message()
+        );
         let status = authz.rules_for(rules_for_request()).await.unwrap_err();
-        assert_eq!(status.code(), Code::Unauthenticated, "RulesFor: {}", status.message());
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "RulesFor: {}",
+            status.message()
+        );
 
         // Plaintext to the gRPC ports (what every client did before) gets nothing either.
         for var in ["KSIAM_TOKEN_GRPC", "KSIAM_AUTHZ_GRPC"] {
@@ -146,7 +161,10 @@ fn grpc_a_client_certificate_from_another_ca_is_refused() -> anyhow::Result<()> 
             Ok(mut client) => client.who_can(who_can_request()).await.is_ok(),
             Err(_) => false,
         };
-        assert!(!answered, "a ksiam-admin certificate from a foreign CA got WhoCan");
+        assert!(
+            !answered,
+            "a ksiam-admin certificate from a foreign CA got WhoCan"
+        );
         anyhow::Ok(())
     })
 }
@@ -164,9 +182,17 @@ fn grpc_only_the_controller_identity_may_issue_tokens() -> anyhow::Result<()> {
                 .issue_token(issue_request())
                 .await
                 .unwrap_err();
-            assert_eq!(status.code(), Code::PermissionDenied, "{cn}: {}", status.message());
+            assert_eq!(
+                status.code(),
+                Code::PermissionDenied,
+                "{cn}: {}",
+                status.message()
+            );
             assert!(
-                status.message().contains("ksiam.token.v1.TokenService/IssueToken") && status.message().contains(cn),
+                status
+                    .message()
+                    .contains("ksiam.token.v1.TokenService/IssueToken")
+                    && status.message().contains(cn),
                 "names the method and the identity: {}",
                 status.message()
             );
@@ -189,10 +215,24 @@ fn grpc_only_the_admin_identity_may_query_the_policy() -> anyhow::Result<()> {
         for identity in [GrpcIdentity::Gateway, GrpcIdentity::Controller] {
             let mut authz = authorizer(&grpc_tls(identity)?).await?;
             let status = authz.who_can(who_can_request()).await.unwrap_err();
-            assert_eq!(status.code(), Code::PermissionDenied, "{identity:?} WhoCan: {}", status.message());
-            assert!(status.message().contains("ksiam.authz.v1.Authorizer/WhoCan"), "{}", status.message());
+            assert_eq!(
+                status.code(),
+                Code::PermissionDenied,
+                "{identity:?} WhoCan: {}",
+                status.message()
+            );
+            assert!(
+                status.message().contains("ksiam.authz.v1.Authorizer/WhoCan"),
+                "{}",
+                status.message()
+            );
             let status = authz.rules_for(rules_for_request()).await.unwrap_err();
-            assert_eq!(status.code(), Code::PermissionDenied, "{identity:?} RulesFor: {}", status.message());
+            assert_eq!(
+                status.code(),
+                Code::PermissionDenied,
+                "{identity:?} RulesFor: {}",
+                status.message()
+            );
         }
         // The gateway may still ask for decisions; the admin gets the oracles.
         let mut gateway = authorizer(&grpc_tls(GrpcIdentity::Gateway)?).await?;
@@ -208,7 +248,10 @@ fn grpc_only_the_admin_identity_may_query_the_policy() -> anyhow::Result<()> {
         assert!(!decision.allowed);
         let mut admin = authorizer(&grpc_tls(GrpcIdentity::Admin)?).await?;
         let who = admin.who_can(who_can_request()).await?.into_inner();
-        assert!(!who.subjects.is_empty(), "someone (platform-admin) may read kube-system Secrets");
+        assert!(
+            !who.subjects.is_empty(),
+            "someone (platform-admin) may read kube-system Secrets"
+        );
         admin.rules_for(rules_for_request()).await?;
         anyhow::Ok(())
     })
