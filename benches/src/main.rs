@@ -137,8 +137,18 @@ fn main() -> anyhow::Result<()> {
             single_thread()?.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(addr).await?;
                 announce(listener.local_addr()?)?;
-                ksiam_authz::serve_grpc(listener, service, tokio_util::sync::CancellationToken::new())
-                    .await?;
+                // Plaintext on loopback, explicitly: the comparison with the grpc-go peer measures the bare
+                // services over plaintext HTTP/2 on both sides; Authorize answers plaintext loopback clients.
+                let security = ksiam_token::grpc_auth::GrpcSecurity::insecure_loopback(
+                    ksiam_token::grpc_auth::AllowList::default(),
+                );
+                ksiam_authz::serve_grpc(
+                    listener,
+                    service,
+                    &security,
+                    tokio_util::sync::CancellationToken::new(),
+                )
+                .await?;
                 Ok(())
             })
         }

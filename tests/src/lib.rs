@@ -5,6 +5,7 @@
 //! (never skips) and says how to run it.
 
 mod env;
+mod grpc;
 mod kubectl;
 mod namespace;
 mod poll;
@@ -13,6 +14,7 @@ mod webhook;
 
 pub use self::{
     env::{E2e, e2e, workspace_root},
+    grpc::{GrpcIdentity, grpc_ca_pem, grpc_channel, grpc_tls, grpc_tls_anonymous},
     kubectl::{apply, get_json, kubectl, kubectl_with_stdin},
     namespace::{TestNamespace, random_suffix},
     poll::poll,

@@ -5,3 +5,5 @@
 
 #[path = "attacks/boundary.rs"]
 mod boundary;
+#[path = "attacks/grpc.rs"]
+mod grpc;

@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use ksiam_e2e::{
-    SEED_CLUSTER_ROLE_BINDING, SEED_GLOBAL_ROLE_BINDING, SEED_ROLE_AND_BINDING, SEED_WORKSPACE_ROLE_BINDING,
-    TestNamespace, e2e, kubectl, kubectl_with_stdin,
+    GrpcIdentity, SEED_CLUSTER_ROLE_BINDING, SEED_GLOBAL_ROLE_BINDING, SEED_ROLE_AND_BINDING,
+    SEED_WORKSPACE_ROLE_BINDING, TestNamespace, e2e, grpc_channel, grpc_tls, kubectl, kubectl_with_stdin,
 };
 use ksiam_proto::authz::v1::{self as pb, authorizer_client::AuthorizerClient};
 
@@ -211,11 +211,10 @@ fn cases(outside_ns: &str) -> Vec<Case> {
     cases
 }
 
+/// The authorizer over mutual TLS as `ksiam-admin` (the tests' identity).
 async fn client() -> anyhow::Result<AuthorizerClient<tonic::transport::Channel>> {
     e2e();
-    let addr = std::env::var("KSIAM_AUTHZ_GRPC")
-        .map_err(|_| anyhow::anyhow!("KSIAM_AUTHZ_GRPC is not set: run via `cargo xtask e2e`"))?;
-    let channel = tonic::transport::Endpoint::from_shared(addr)?.connect().await?;
+    let channel = grpc_channel("KSIAM_AUTHZ_GRPC", &grpc_tls(GrpcIdentity::Admin)?).await?;
     Ok(AuthorizerClient::new(channel))
 }
 

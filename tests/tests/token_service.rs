@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use ksiam_e2e::{TestNamespace, e2e, kubectl, kubectl_with_stdin, secret_token, token_secret_name};
+use ksiam_e2e::{
+    GrpcIdentity, TestNamespace, e2e, grpc_tls, kubectl, kubectl_with_stdin, secret_token, token_secret_name,
+};
 use ksiam_proto::token::v1 as pb;
 use ksiam_token::grpc::TokenClient;
 
@@ -29,7 +31,8 @@ fn deleting_the_token_secret_revokes_the_token_in_the_token_service() -> anyhow:
         .enable_all()
         .build()?
         .block_on(async {
-            let client = TokenClient::connect(addr).await?;
+            // As the gateway: a verifier, allowed VerifyToken and WatchRevocations (not IssueToken).
+            let client = TokenClient::connect_with(addr, Some(&grpc_tls(GrpcIdentity::Gateway)?)).await?;
             // The Secret's watch event may still be on its way: wait until the token is live.
             let start = Instant::now();
             loop {

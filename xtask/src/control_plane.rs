@@ -60,12 +60,35 @@ const CONTROLLERS: &[&str] = &[
     "replicaset-controller",
 ];
 
+/// The gRPC PEM files of a control plane (see [`ControlPlane::grpc_pki`]).
+#[derive(Clone, Debug)]
+pub struct GrpcPki {
+    pub ca: PathBuf,
+    pub server_crt: PathBuf,
+    pub server_key: PathBuf,
+    /// `(CN, certificate, key)`.
+    pub clients: Vec<(&'static str, PathBuf, PathBuf)>,
+}
+
+impl GrpcPki {
+    /// The certificate and key of client identity `cn`.
+    pub fn client(&self, cn: &str) -> Option<(&PathBuf, &PathBuf)> {
+        self.clients
+            .iter()
+            .find(|(name, _, _)| *name == cn)
+            .map(|(_, crt, key)| (crt, key))
+    }
+}
+
 /// A running control plane; dropping it stops every process.
 pub struct ControlPlane {
     pub run_dir: PathBuf,
     /// Where kube-apiserver expects ksiam's TokenReview (`/authenticate`) and SubjectAccessReview
     /// (`/authorize`) webhooks, and the serving certificate and key for them (signed by the cluster CA).
     pub authn_authz_webhooks: (SocketAddr, PathBuf, PathBuf),
+    /// The PEM files of ksiam's gRPC APIs: the cluster CA (trusted for client certificates, and by clients
+    /// for the server), the serving certificate and key, and the client identities (`pki::GRPC_CLIENTS`).
+    pub grpc_pki: GrpcPki,
     pub kubeconfig: PathBuf,
     /// ksiam's own credentials (the user `ksiam`, bound to deploy/rbac/ksiam.yaml).
     pub ksiam_kubeconfig: PathBuf,
@@ -203,6 +226,12 @@ impl ControlPlane {
         step.done();
         Ok(Self {
             authn_authz_webhooks: (webhooks_addr, pki.webhooks_crt.clone(), pki.webhooks_key.clone()),
+            grpc_pki: GrpcPki {
+                ca: pki.ca_crt.clone(),
+                server_crt: pki.grpc_crt.clone(),
+                server_key: pki.grpc_key.clone(),
+                clients: pki.grpc_clients.clone(),
+            },
             run_dir,
             kubeconfig,
             ksiam_kubeconfig,

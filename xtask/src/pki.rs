@@ -3,7 +3,10 @@
 //! ```text
 //! ca.crt/ca.key ──signs──► apiserver.crt/.key  (serverAuth; IP 127.0.0.1, 10.0.0.1; DNS localhost, kubernetes.default.svc)
 //!               ├─signs──► admin.crt/.key      (clientAuth; CN=ksiam-admin, O=system:masters)
-//!               └─signs──► ksiam-webhooks.crt/.key (serverAuth; IP 127.0.0.1: ksiam's TokenReview + SubjectAccessReview webhooks)
+//!               ├─signs──► ksiam-webhooks.crt/.key (serverAuth; IP 127.0.0.1: ksiam's TokenReview + SubjectAccessReview webhooks)
+//!               ├─signs──► ksiam-grpc.crt/.key (serverAuth; IP 127.0.0.1: ksiam's gRPC APIs, which trust ca.crt for clients)
+//!               └─signs──► grpc-<identity>.crt/.key (clientAuth; CN=ksiam-admin | ksiam-controller | ksiam-gateway:
+//!                          the gRPC client identities of the CLI and the tests)
 //! sa.key/sa.pub            ServiceAccount token signing key pair (ECDSA P-256)
 //! ```
 
@@ -34,7 +37,17 @@ pub struct Pki {
     pub sa_pub: PathBuf,
     pub webhooks_crt: PathBuf,
     pub webhooks_key: PathBuf,
+    /// The gRPC APIs' serving certificate and key.
+    pub grpc_crt: PathBuf,
+    pub grpc_key: PathBuf,
+    /// gRPC client identities: `(CN, certificate, key)` for each of [`GRPC_CLIENTS`].
+    pub grpc_clients: Vec<(&'static str, PathBuf, PathBuf)>,
 }
+
+/// The gRPC client identities `cargo xtask up` issues certificates for: the admin (the CLI's `can-i` and
+/// `who-can`, and the e2e tests' policy queries), the controller (the only identity that may IssueToken)
+/// and the gateway (a verifier that may not issue tokens nor query the policy).
+pub const GRPC_CLIENTS: [&str; 3] = ["ksiam-admin", "ksiam-controller", "ksiam-gateway"];
 
 /// Generates the CA, the serving and admin certificates and the ServiceAccount key pair into `dir`.
 pub fn generate(dir: &Path) -> anyhow::Result<Pki> {
@@ -83,6 +96,34 @@ pub fn generate(dir: &Path) -> anyhow::Result<Pki> {
     let webhooks_key = KeyPair::generate()?;
     let webhooks_cert = webhooks.signed_by(&webhooks_key, &ca)?;
 
+    let mut grpc = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+    grpc.distinguished_name.push(DnType::CommonName, "ksiam-grpc");
+    grpc.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    grpc.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let grpc_key = KeyPair::generate()?;
+    let grpc_cert = grpc.signed_by(&grpc_key, &ca)?;
+    let grpc_crt_path = dir.join("ksiam-grpc.crt");
+    let grpc_key_path = dir.join("ksiam-grpc.key");
+    write_public(&grpc_crt_path, &grpc_cert.pem())?;
+    write_secret(&grpc_key_path, &grpc_key.serialize_pem())?;
+    let mut grpc_clients = Vec::new();
+    for cn in GRPC_CLIENTS {
+        let mut client = CertificateParams::default();
+        client.distinguished_name.push(DnType::CommonName, cn);
+        client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate()?;
+        let cert = client.signed_by(&key, &ca)?;
+        let short = cn.trim_start_matches("ksiam-");
+        let (crt_path, key_path) = (
+            dir.join(format!("grpc-{short}.crt")),
+            dir.join(format!("grpc-{short}.key")),
+        );
+        write_public(&crt_path, &cert.pem())?;
+        write_secret(&key_path, &key.serialize_pem())?;
+        grpc_clients.push((cn, crt_path, key_path));
+    }
+
     let sa = KeyPair::generate()?;
 
     let pki = Pki {
@@ -96,6 +137,9 @@ pub fn generate(dir: &Path) -> anyhow::Result<Pki> {
         sa_pub: dir.join("sa.pub"),
         webhooks_crt: dir.join("ksiam-webhooks.crt"),
         webhooks_key: dir.join("ksiam-webhooks.key"),
+        grpc_crt: grpc_crt_path,
+        grpc_key: grpc_key_path,
+        grpc_clients,
     };
     write_public(&pki.webhooks_crt, &webhooks_cert.pem())?;
     write_secret(&pki.webhooks_key, &webhooks_key.serialize_pem())?;

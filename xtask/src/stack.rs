@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::control_plane::{ControlPlane, Kubectl, free_port};
+use crate::control_plane::{ControlPlane, GrpcPki, Kubectl, free_port};
 use crate::k8s_bin;
 use crate::process::{self, install_signal_handler};
 use crate::progress::{Step, say};
@@ -39,10 +39,12 @@ pub struct Stack {
 pub struct KsiamAll {
     pub gateway: String,
     pub jwt_secret_file: PathBuf,
-    /// `http://127.0.0.1:PORT` of the authorizer's gRPC API.
+    /// `https://127.0.0.1:PORT` of the authorizer's gRPC API (mutual TLS).
     pub authz_grpc: String,
-    /// `http://127.0.0.1:PORT` of the token service's gRPC API.
+    /// `https://127.0.0.1:PORT` of the token service's gRPC API (mutual TLS).
     pub token_grpc: String,
+    /// The CA and client identities for both gRPC APIs.
+    pub grpc_pki: GrpcPki,
     /// The file holding the pid of the running `ksiam all` (it changes when the process is restarted).
     pub pid_file: PathBuf,
     /// The `ksiam` binary.
@@ -85,6 +87,28 @@ impl Stack {
             env.push(("KSIAM_AUTHZ_GRPC", k.authz_grpc.clone()));
             env.push(("KSIAM_AUTHZ_ADDR", k.authz_grpc.clone()));
             env.push(("KSIAM_TOKEN_GRPC", k.token_grpc.clone()));
+            // gRPC client identities: the admin by default (`ksiam can-i`/`who-can`), the controller
+            // (IssueToken) and the gateway (a verifier) for the tests.
+            let pki = &k.grpc_pki;
+            env.push(("KSIAM_GRPC_CA", pki.ca.display().to_string()));
+            for (cn, crt_var, key_var) in [
+                ("ksiam-admin", "KSIAM_GRPC_CLIENT_CERT", "KSIAM_GRPC_CLIENT_KEY"),
+                (
+                    "ksiam-controller",
+                    "KSIAM_GRPC_CONTROLLER_CERT",
+                    "KSIAM_GRPC_CONTROLLER_KEY",
+                ),
+                (
+                    "ksiam-gateway",
+                    "KSIAM_GRPC_GATEWAY_CERT",
+                    "KSIAM_GRPC_GATEWAY_KEY",
+                ),
+            ] {
+                if let Some((crt, key)) = pki.client(cn) {
+                    env.push((crt_var, crt.display().to_string()));
+                    env.push((key_var, key.display().to_string()));
+                }
+            }
             env.push(("KSIAM_PID_FILE", k.pid_file.display().to_string()));
             env.push(("KSIAM_BIN", k.bin.display().to_string()));
         }
@@ -289,15 +313,20 @@ fn start_ksiam(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
         .env("KSIAM_TOKEN_GRPC_LISTEN", token_grpc.to_string())
         .env("KSIAM_AUTHZ_WEBHOOK_LISTEN", webhooks.to_string())
         .env("KSIAM_AUTHZ_TLS_CERT_FILE", crt)
-        .env("KSIAM_AUTHZ_TLS_KEY_FILE", key);
+        .env("KSIAM_AUTHZ_TLS_KEY_FILE", key)
+        // Both gRPC APIs: mutual TLS, client certificates from the cluster CA, the default allow-list.
+        .env("KSIAM_GRPC_TLS_CERT_FILE", &cp.grpc_pki.server_crt)
+        .env("KSIAM_GRPC_TLS_KEY_FILE", &cp.grpc_pki.server_key)
+        .env("KSIAM_GRPC_CLIENT_CA_FILE", &cp.grpc_pki.ca);
     cp.procs.spawn("ksiam", cmd, &cp.run_dir.join("ksiam.log"))?;
     cp.procs
         .wait_ready("ksiam", Duration::from_secs(90), || http_ok(listen, "/readyz"))?;
     Ok(KsiamAll {
         gateway: format!("http://{listen}"),
         jwt_secret_file,
-        authz_grpc: format!("http://{grpc}"),
-        token_grpc: format!("http://{token_grpc}"),
+        authz_grpc: format!("https://{grpc}"),
+        token_grpc: format!("https://{token_grpc}"),
+        grpc_pki: cp.grpc_pki.clone(),
         pid_file,
         bin: bin.to_owned(),
     })

@@ -123,7 +123,14 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(ksiam_authz::serve_grpc(listener, service, shutdown.clone()));
+    // Plaintext on loopback, explicitly: this measures the bare service (as the earlier figures in
+    // docs/benchmarks.md did), not TLS. Authorize and AuthorizeBatch answer plaintext loopback clients.
+    let security =
+        ksiam_token::grpc_auth::GrpcSecurity::insecure_loopback(ksiam_token::grpc_auth::AllowList::default());
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { ksiam_authz::serve_grpc(listener, service, &security, shutdown).await }
+    });
 
     let requests = Arc::new(vec![
         attributes(&g, Generated::allow_first),

@@ -4,6 +4,10 @@
 //! Every response carries the generation of the snapshot it was answered from; AuthorizeBatch answers
 //! all its requests from one snapshot. Invalid input is `INVALID_ARGUMENT` with a message naming the
 //! field (and, in a batch, its index).
+//!
+//! Callers are authenticated before the service sees a call ([`ksiam_token::grpc_auth`]): mutual TLS and an
+//! allow-list per method (by default Authorize/AuthorizeBatch for the gateway, webhook and admin
+//! identities, RulesFor/WhoCan, the policy oracles, for the admin identity only).
 
 use std::{
     collections::HashMap,
@@ -22,14 +26,14 @@ use ksiam_rbac::{
     review::{self, RuleSource},
     snapshot::CompiledBinding,
 };
+use ksiam_token::grpc_auth::{ClientTls, GrpcSecurity, SecurityError};
 use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::net::TcpListener;
-use tokio_stream::{StreamExt as _, wrappers::TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{
     Request, Response, Status,
-    transport::{Channel, Endpoint, Server},
+    transport::{Channel, Server},
 };
 
 use crate::metrics::{DecisionResult, Metrics};
@@ -383,6 +387,9 @@ pub enum ServeError {
     /// The server failed.
     #[error("serving gRPC")]
     Transport(#[source] tonic::transport::Error),
+    /// The TLS configuration could not be loaded, or plaintext was asked for off loopback.
+    #[error("securing gRPC")]
+    Security(#[source] SecurityError),
 }
 
 /// How long [`serve_grpc`] lets in-flight calls finish after shutdown before dropping connections.
@@ -392,23 +399,27 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const READINESS_POLL: Duration = Duration::from_millis(200);
 
 /// Serves `service` on `listener` with `grpc.health.v1.Health` and `grpc.reflection.v1.ServerReflection`
-/// until `shutdown` is cancelled. Health (the server, `""`, and `ksiam.authz.v1.Authorizer`) is SERVING
-/// only while the store is ready; after shutdown it turns NOT_SERVING and in-flight calls get
+/// until `shutdown` is cancelled, admitting calls as `security` says (health is open to every client,
+/// reflection follows the allow-list). Health (the server, `""`, and `ksiam.authz.v1.Authorizer`) is
+/// SERVING only while the store is ready; after shutdown it turns NOT_SERVING and in-flight calls get
 /// [`SHUTDOWN_GRACE`] to finish.
 pub async fn serve_grpc(
     listener: TcpListener,
     service: AuthzService,
+    security: &GrpcSecurity,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    serve_grpc_with_grace(listener, service, shutdown, SHUTDOWN_GRACE).await
+    serve_grpc_with_grace(listener, service, security, shutdown, SHUTDOWN_GRACE).await
 }
 
 async fn serve_grpc_with_grace(
     listener: TcpListener,
     service: AuthzService,
+    security: &GrpcSecurity,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> Result<(), ServeError> {
+    let incoming = security.incoming(listener).map_err(ServeError::Security)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -457,12 +468,8 @@ async fn serve_grpc_with_grace(
         health.set_not_serving::<AuthorizerServer<AuthzService>>().await;
         let _ = fired.send(());
     };
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|stream| {
-            let _ = stream.set_nodelay(true);
-        })
-    });
     let server = Server::builder()
+        .layer(security.layer())
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service.into_server())
@@ -563,11 +570,16 @@ impl std::fmt::Debug for AuthzClient {
 }
 
 impl AuthzClient {
-    /// Connects to `uri` (for example `http://127.0.0.1:9091`) with the default cache.
+    /// Connects to `uri` in plaintext (for example `http://127.0.0.1:9091`: a server in insecure loopback
+    /// mode, which answers only Authorize and AuthorizeBatch) with the default cache.
     pub async fn connect(uri: impl Into<String>) -> Result<Self, ClientError> {
-        let channel = Endpoint::from_shared(uri.into())
-            .map_err(ClientError::Connect)?
-            .connect()
+        Self::connect_with(uri, None).await
+    }
+
+    /// Connects to `uri` (`https://…`) with the client identity and server CA of `tls` (plaintext without),
+    /// with the default cache.
+    pub async fn connect_with(uri: impl Into<String>, tls: Option<&ClientTls>) -> Result<Self, ClientError> {
+        let channel = ksiam_token::grpc_auth::connect(uri, tls)
             .await
             .map_err(ClientError::Connect)?;
         Ok(Self::new(channel, CacheConfig::default()))

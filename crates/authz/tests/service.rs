@@ -15,6 +15,10 @@ use ksiam_rbac::{
     Attributes, Authorizer, Mode, PolicyIndex, PolicyStore, Scope,
     model::{Binding, Policy},
 };
+use ksiam_token::{
+    grpc_auth::{AllowList, GrpcSecurity, identities},
+    test_pki::TestPki,
+};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -78,19 +82,51 @@ fn pod_attrs<'a>(user: &'a str, groups: &'a [String], verb: &'a str, namespace: 
     }
 }
 
-async fn start(svc: AuthzService) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
+/// A running gRPC server with mutual TLS and the default allow-list, and the CA its clients use.
+struct Server {
+    uri: String,
+    pki: TestPki,
+}
+
+impl Server {
+    /// A channel presenting a client certificate with common name `identity`.
+    async fn channel(&self, identity: &str) -> tonic::transport::Channel {
+        ksiam_token::grpc_auth::connect(self.uri.clone(), Some(&self.pki.client(identity)))
+            .await
+            .unwrap()
+    }
+
+    /// The admin client (`ksiam-admin` may call every method).
+    async fn admin(&self) -> AuthzClient {
+        AuthzClient::connect_with(self.uri.clone(), Some(&self.pki.client(identities::ADMIN)))
+            .await
+            .unwrap()
+    }
+}
+
+async fn start(svc: AuthzService) -> (Server, CancellationToken, tokio::task::JoinHandle<()>) {
+    let pki = TestPki::new();
+    let security = GrpcSecurity::mutual_tls(pki.server.clone(), AllowList::default());
+    let (uri, shutdown, task) = start_with(svc, security, "https").await;
+    (Server { uri, pki }, shutdown, task)
+}
+
+async fn start_with(
+    svc: AuthzService,
+    security: GrpcSecurity,
+    scheme: &str,
+) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let uri = format!("http://{}", listener.local_addr().unwrap());
+    let uri = format!("{scheme}://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
-    let task = tokio::spawn(async move { serve_grpc(listener, svc, stop).await.unwrap() });
+    let task = tokio::spawn(async move { serve_grpc(listener, svc, &security, stop).await.unwrap() });
     (uri, shutdown, task)
 }
 
-async fn health(uri: &str, service: &str) -> i32 {
-    let channel = tonic::transport::Endpoint::from_shared(uri.to_owned())
-        .unwrap()
-        .connect()
+/// Health, asked without a client certificate (probes need none).
+async fn health(server: &Server, service: &str) -> i32 {
+    let channel = ksiam_token::grpc_auth::connect(server.uri.clone(), Some(&server.pki.anonymous()))
         .await
         .unwrap();
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
@@ -109,8 +145,8 @@ async fn grpc_authorize_batch_health_and_shutdown() {
     let svc = service(false);
     let store = svc.store().clone();
     let metrics = svc.metrics().clone();
-    let (uri, shutdown, task) = start(svc).await;
-    let client = AuthzClient::connect(uri.clone()).await.unwrap();
+    let (server, shutdown, task) = start(svc).await;
+    let client = server.admin().await;
 
     // Not ready: fail closed, health NOT_SERVING.
     let r = client
@@ -121,12 +157,12 @@ async fn grpc_authorize_batch_health_and_shutdown() {
     assert!(r.reason.contains("not ready"), "{}", r.reason);
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
     let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-    assert_eq!(health(&uri, "ksiam.authz.v1.Authorizer").await, not_serving);
+    assert_eq!(health(&server, "ksiam.authz.v1.Authorizer").await, not_serving);
 
     store.set_ready(true);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(health(&uri, "ksiam.authz.v1.Authorizer").await, serving);
-    assert_eq!(health(&uri, "").await, serving);
+    assert_eq!(health(&server, "ksiam.authz.v1.Authorizer").await, serving);
+    assert_eq!(health(&server, "").await, serving);
 
     // The not-ready denial was not cached.
     let r = client
@@ -273,16 +309,103 @@ async fn grpc_authorize_batch_health_and_shutdown() {
         .unwrap();
 }
 
+/// RulesFor and WhoCan are policy oracles: only the admin identity gets them; Authorize is for the
+/// gateway, webhook and admin identities; no certificate is UNAUTHENTICATED.
+#[tokio::test]
+async fn grpc_auth_policy_oracles_only_for_the_admin_identity() {
+    let (server, shutdown, _task) = start(service(true)).await;
+    let rules = pb::RulesForRequest {
+        user: SA.into(),
+        scope: pb::Scope::Namespace as i32,
+        namespace: "default".into(),
+        ..Default::default()
+    };
+    let a = pod_attrs(SA, &[], "get", "default");
+    for id in [
+        identities::GATEWAY,
+        identities::WEBHOOK,
+        identities::CONTROLLER,
+        "someone",
+    ] {
+        let client = AuthzClient::new(server.channel(id).await, CacheConfig::default());
+        for (method, result) in [
+            ("RulesFor", client.rules_for(rules.clone()).await.map(|_| ())),
+            ("WhoCan", client.who_can(&a).await.map(|_| ())),
+        ] {
+            let Err(ksiam_authz::ClientError::Status(status)) = result else {
+                panic!("{id} {method}: {result:?}")
+            };
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{id} {method}");
+            assert!(
+                status
+                    .message()
+                    .contains(&format!("ksiam.authz.v1.Authorizer/{method}"))
+                    && status.message().contains(id),
+                "{}",
+                status.message()
+            );
+        }
+        let decided = client.authorize(&a).await;
+        let may_decide = [identities::GATEWAY, identities::WEBHOOK].contains(&id);
+        assert_eq!(decided.is_ok(), may_decide, "{id} Authorize: {decided:?}");
+    }
+    let admin = server.admin().await;
+    assert_eq!(admin.rules_for(rules.clone()).await.unwrap().rules.len(), 1);
+    assert_eq!(admin.who_can(&a).await.unwrap().subjects.len(), 1);
+
+    let anonymous = AuthzClient::connect_with(server.uri.clone(), Some(&server.pki.anonymous()))
+        .await
+        .unwrap();
+    let Err(ksiam_authz::ClientError::Status(status)) = anonymous.authorize(&a).await else {
+        panic!("no client certificate was not refused")
+    };
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let foreign = match AuthzClient::connect_with(
+        server.uri.clone(),
+        Some(&server.pki.foreign_client(identities::ADMIN)),
+    )
+    .await
+    {
+        Ok(client) => client.who_can(&a).await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!foreign, "an admin certificate from another CA was accepted");
+    shutdown.cancel();
+}
+
+/// Plaintext on loopback (benchmarks): decisions only; the policy oracles refuse everyone.
+#[tokio::test]
+async fn grpc_auth_plaintext_loopback_answers_authorize_but_not_the_oracles() {
+    let security = GrpcSecurity::insecure_loopback(AllowList::default());
+    let (uri, shutdown, _task) = start_with(service(true), security, "http").await;
+    let client = AuthzClient::connect(uri).await.unwrap();
+    let a = pod_attrs(SA, &[], "get", "default");
+    assert!(client.authorize(&a).await.unwrap().allowed);
+    assert!(client.authorize_batch(&[a]).await.is_ok());
+    let Err(ksiam_authz::ClientError::Status(status)) = client.who_can(&a).await else {
+        panic!("WhoCan answered a plaintext client")
+    };
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(status.message().contains("requires an authenticated client"));
+    let refused = client
+        .rules_for(pb::RulesForRequest {
+            user: SA.into(),
+            scope: pb::Scope::Cluster as i32,
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(ksiam_authz::ClientError::Status(s)) if s.code() == tonic::Code::PermissionDenied)
+    );
+    shutdown.cancel();
+}
+
 #[tokio::test]
 async fn client_cache_is_dropped_when_the_generation_changes() {
     let svc = service(true);
     let store = svc.store().clone();
-    let (uri, shutdown, _task) = start(svc).await;
-    let channel = tonic::transport::Endpoint::from_shared(uri)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (server, shutdown, _task) = start(svc).await;
+    let channel = server.channel(identities::GATEWAY).await;
     let cached = AuthzClient::new(
         channel.clone(),
         CacheConfig {

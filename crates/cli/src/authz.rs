@@ -21,6 +21,9 @@ pub struct AuthzArgs {
     /// Address of the gRPC Authorizer service.
     #[arg(long, env = "KSIAM_AUTHZ_GRPC_LISTEN", default_value = "127.0.0.1:9091")]
     pub grpc_listen: SocketAddr,
+    /// How the gRPC API authenticates its clients.
+    #[command(flatten)]
+    pub grpc: crate::grpc::GrpcServerArgs,
     /// Address of the webhooks (POST /authorize, POST /authenticate, GET /healthz, GET /metrics).
     #[arg(long, env = "KSIAM_AUTHZ_WEBHOOK_LISTEN", default_value = "127.0.0.1:9444")]
     pub webhook_listen: SocketAddr,
@@ -43,6 +46,7 @@ pub struct AuthzArgs {
 
 /// Runs the authorizer: watches, gRPC, webhooks, until SIGINT/SIGTERM.
 pub async fn run(args: AuthzArgs) -> anyhow::Result<()> {
+    let grpc_security = args.grpc.security()?;
     let client = kube::Client::try_default()
         .await
         .context("cannot build a Kubernetes client (in-cluster or kubeconfig)")?;
@@ -101,7 +105,7 @@ pub async fn run(args: AuthzArgs) -> anyhow::Result<()> {
     let grpc = {
         let shutdown = shutdown.clone();
         async move {
-            let r = ksiam_authz::serve_grpc(grpc_listener, service, shutdown.clone())
+            let r = ksiam_authz::serve_grpc(grpc_listener, service, &grpc_security, shutdown.clone())
                 .await
                 .context("gRPC server");
             shutdown.cancel();
@@ -151,9 +155,13 @@ pub struct RequestArgs {
     /// Global scope (the default for users, workspaces, global roles, clusters …).
     #[arg(long)]
     pub global: bool,
-    /// The authorizer's gRPC address (`http://host:port`); decide locally from the cluster without it.
+    /// The authorizer's gRPC address (`https://host:port`, or `http://` for a plaintext loopback server);
+    /// decide locally from the cluster without it.
     #[arg(long, env = "KSIAM_AUTHZ_ADDR")]
     pub server: Option<String>,
+    /// The client identity presented to the authorizer.
+    #[command(flatten)]
+    pub grpc: crate::grpc::GrpcClientArgs,
 }
 
 /// `ksiam can-i`.
@@ -309,7 +317,8 @@ pub fn can_i(args: CanIArgs, out: &mut impl std::io::Write) -> ExitCode {
         let a = req.attributes();
         match &args.request.server {
             Some(server) => {
-                let client = AuthzClient::connect(server.clone()).await?;
+                let tls = args.request.grpc.tls_for(server)?;
+                let client = AuthzClient::connect_with(server.clone(), tls.as_ref()).await?;
                 let r = client.authorize(&a).await?;
                 anyhow::Ok((r.allowed, r.reason))
             }
@@ -351,7 +360,8 @@ pub fn who_can(args: WhoCanArgs, out: &mut impl std::io::Write) -> ExitCode {
         let mut lines: Vec<(String, String, Vec<String>)> = Vec::new();
         let errors = match &args.request.server {
             Some(server) => {
-                let client = AuthzClient::connect(server.clone()).await?;
+                let tls = args.request.grpc.tls_for(server)?;
+                let client = AuthzClient::connect_with(server.clone(), tls.as_ref()).await?;
                 let r = client.who_can(&a).await?;
                 for g in r.subjects {
                     let s = g.subject.unwrap_or_default();

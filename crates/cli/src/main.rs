@@ -2,6 +2,7 @@
 
 mod authz;
 mod gateway;
+mod grpc;
 mod serve;
 mod token;
 mod webhook;

@@ -97,6 +97,9 @@ pub struct AllArgs {
     /// Where the authorizer's gRPC API (`ksiam.authz.v1.Authorizer`) listens; not served when unset.
     #[arg(long, env = "KSIAM_AUTHZ_GRPC_LISTEN")]
     pub authz_grpc_listen: Option<SocketAddr>,
+    /// How both gRPC APIs authenticate their clients.
+    #[command(flatten)]
+    pub grpc: crate::grpc::GrpcServerArgs,
     /// Where kube-apiserver's authorization (`/authorize`) and token (`/authenticate`) webhooks are served;
     /// not served when unset.
     #[arg(long, env = "KSIAM_AUTHZ_WEBHOOK_LISTEN")]
@@ -215,6 +218,12 @@ pub async fn all(args: AllArgs) -> anyhow::Result<()> {
         .await
         .context("cannot configure the Kubernetes client")?;
     let client = kube::Client::try_from(upstream.clone()).context("cannot build the Kubernetes client")?;
+    // gRPC is served only when its security is configured (checked before anything starts).
+    let grpc_security = if args.token_grpc_listen.is_some() || args.authz_grpc_listen.is_some() {
+        Some(Arc::new(args.grpc.security()?))
+    } else {
+        None
+    };
     let shutdown = CancellationToken::new();
     shutdown_on_signals(shutdown.clone());
     let readiness = Readiness::default();
@@ -249,30 +258,32 @@ pub async fn all(args: AllArgs) -> anyhow::Result<()> {
             .with_live_tokens(tokens.live_tokens().clone())
             .with_directory(directory),
     );
-    if let Some(addr) = args.token_grpc_listen {
+    if let (Some(addr), Some(security)) = (args.token_grpc_listen, grpc_security.clone()) {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        info!(listen = %addr, "token service gRPC API");
+        info!(listen = %addr, plaintext = security.is_plaintext(), "token service gRPC API");
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             let stop = shutdown.clone();
-            if let Err(e) = ksiam_token::grpc::serve(listener, tokens, stop.cancelled_owned()).await {
-                tracing::error!(error = %e, "token service gRPC server failed");
+            if let Err(e) =
+                ksiam_token::grpc::serve(listener, tokens, &security, stop.cancelled_owned()).await
+            {
+                tracing::error!(error = %anyhow::Error::from(e), "token service gRPC server failed");
                 shutdown.cancel();
             }
         });
     }
 
-    if let Some(addr) = args.authz_grpc_listen {
+    if let (Some(addr), Some(security)) = (args.authz_grpc_listen, grpc_security) {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        info!(listen = %addr, "authorizer gRPC API");
+        info!(listen = %addr, plaintext = security.is_plaintext(), "authorizer gRPC API");
         let (authz, shutdown) = (authz.clone(), shutdown.clone());
         tasks.spawn(async move {
-            if let Err(e) = ksiam_authz::serve_grpc(listener, authz, shutdown.clone()).await {
-                tracing::error!(error = %e, "authorizer gRPC server failed");
+            if let Err(e) = ksiam_authz::serve_grpc(listener, authz, &security, shutdown.clone()).await {
+                tracing::error!(error = %anyhow::Error::from(e), "authorizer gRPC server failed");
                 shutdown.cancel();
             }
         });

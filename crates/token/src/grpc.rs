@@ -14,6 +14,9 @@
 //! skips intermediate states and receives the difference between what it saw last and the current state.
 //! Tokens appear only in `IssueTokenResponse.token`; no status message, log line or `Debug` output here
 //! contains one.
+//!
+//! Who may call what is decided before the service sees a call ([`crate::grpc_auth`]): mutual TLS and an
+//! allow-list per method (by default only `ksiam-controller` may IssueToken).
 
 use std::{
     collections::HashMap,
@@ -37,19 +40,17 @@ use tokio::{
     net::TcpListener,
     sync::{mpsc, oneshot, watch},
 };
-use tokio_stream::{
-    StreamExt as _,
-    wrappers::{ReceiverStream, TcpListenerStream},
-};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{
     Request, Response, Status,
     codegen::BoxStream,
-    transport::{Channel, Endpoint, Server},
+    transport::{Channel, Server},
 };
 
 use crate::{
-    Error, Issuer, Key, KeySet, LiveTokens, VerifiedUser, Verifier, now_unix, parse_sa_username, sa_username,
-    token_id,
+    Error, Issuer, Key, KeySet, LiveTokens, VerifiedUser, Verifier,
+    grpc_auth::{ClientTls, GrpcSecurity, SecurityError},
+    now_unix, parse_sa_username, sa_username, token_id,
 };
 
 /// Events a slow watcher may have queued before its stream task waits (and starts coalescing changes).
@@ -522,6 +523,9 @@ pub enum ServeError {
     /// The server failed.
     #[error("serving gRPC")]
     Transport(#[source] tonic::transport::Error),
+    /// The TLS configuration could not be loaded, or plaintext was asked for off loopback.
+    #[error("securing gRPC")]
+    Security(#[source] SecurityError),
 }
 
 /// How long [`serve`] lets in-flight calls finish after its shutdown signal before it drops the
@@ -530,14 +534,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves `service` on `listener` together with `grpc.health.v1.Health` (the server and
 /// `ksiam.token.v1.TokenService` SERVING) and `grpc.reflection.v1.ServerReflection`, until `shutdown`
-/// resolves. Then health turns NOT_SERVING, the watch streams end ([`TokenService::close_streams`]), and
-/// the server finishes in-flight calls and returns, after at most [`SHUTDOWN_GRACE`].
+/// resolves, admitting calls as `security` says (health is open to every client; reflection follows the
+/// allow-list). Then health turns NOT_SERVING, the watch streams end ([`TokenService::close_streams`]),
+/// and the server finishes in-flight calls and returns, after at most [`SHUTDOWN_GRACE`].
 pub async fn serve(
     listener: TcpListener,
     service: TokenService,
+    security: &GrpcSecurity,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    serve_with_grace(listener, service, shutdown, SHUTDOWN_GRACE).await
+    serve_with_grace(listener, service, security, shutdown, SHUTDOWN_GRACE).await
 }
 
 /// [`serve`] with a chosen grace period: calls still open `grace` after the shutdown signal (a client's
@@ -545,9 +551,11 @@ pub async fn serve(
 pub async fn serve_with_grace(
     listener: TcpListener,
     service: TokenService,
+    security: &GrpcSecurity,
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
 ) -> Result<(), ServeError> {
+    let incoming = security.incoming(listener).map_err(ServeError::Security)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TokenServiceServer<TokenService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -566,13 +574,8 @@ pub async fn serve_with_grace(
         closer.close_streams();
         let _ = fired.send(());
     };
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|stream| {
-            // Small request/response messages: do not wait for Nagle.
-            let _ = stream.set_nodelay(true);
-        })
-    });
     let server = Server::builder()
+        .layer(security.layer())
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service.into_server())
@@ -649,11 +652,16 @@ pub struct TokenClient {
 }
 
 impl TokenClient {
-    /// Connects to `uri` (for example `http://127.0.0.1:9090`).
+    /// Connects to `uri` in plaintext (for example `http://127.0.0.1:9090`: a server in insecure loopback
+    /// mode, which refuses IssueToken).
     pub async fn connect(uri: impl Into<String>) -> Result<Self, ClientError> {
-        let channel = Endpoint::from_shared(uri.into())
-            .map_err(ClientError::Connect)?
-            .connect()
+        Self::connect_with(uri, None).await
+    }
+
+    /// Connects to `uri` (`https://…`) with the client identity and server CA of `tls`, or in plaintext
+    /// without.
+    pub async fn connect_with(uri: impl Into<String>, tls: Option<&ClientTls>) -> Result<Self, ClientError> {
+        let channel = crate::grpc_auth::connect(uri, tls)
             .await
             .map_err(ClientError::Connect)?;
         Ok(Self::new(channel))

@@ -29,6 +29,10 @@ mod live;
 
 #[cfg(feature = "grpc")]
 pub mod grpc;
+#[cfg(feature = "grpc")]
+pub mod grpc_auth;
+#[cfg(feature = "test-pki")]
+pub mod test_pki;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,5 +1,6 @@
-//! The gRPC token service over real TCP sockets on 127.0.0.1: issue, verify, the two watch streams,
-//! health and reflection.
+//! The gRPC token service over real TCP sockets on 127.0.0.1 with mutual TLS: issue, verify, the two watch
+//! streams, health and reflection; and who may call what (client certificates, the allow-list, plaintext
+//! on loopback).
 
 #![cfg(feature = "grpc")]
 
@@ -9,13 +10,22 @@ use ksiam_proto::token::v1 as pb;
 use ksiam_token::{
     EcKey, Error, HmacKey, Issuer, Key, KeySet, Verifier,
     grpc::{ClientError, ServeError, TokenClient, TokenService, serve, serve_with_grace},
+    grpc_auth::{AllowList, ClientTls, GrpcSecurity, identities},
     token_id,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::{
-    Code,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Code, transport::Channel};
+
+/// The test PKI of the library (feature `test-pki`), compiled into this test; it names `crate::grpc_auth`.
+#[path = "../src/test_pki.rs"]
+mod test_pki;
+mod grpc_auth {
+    pub use ksiam_token::grpc_auth::*;
+}
+use test_pki::TestPki;
+
+/// The identity the service tests call with; the allow-list of [`Running::start`] gives it every method.
+const TESTER: &str = "tester";
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 const ISSUER: &str = "http://ks-console.kubesphere-system.svc:30880";
@@ -26,6 +36,7 @@ struct Running {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
+    pki: TestPki,
 }
 
 impl Running {
@@ -35,6 +46,31 @@ impl Running {
 
     /// Starts `serve`, or `serve_with_grace` when `grace` is set.
     async fn start_with(service: &TokenService, grace: Option<Duration>) -> Self {
+        let pki = TestPki::new();
+        let allow = AllowList::default()
+            .with_entries(&[
+                format!("ksiam.token.v1.TokenService/IssueToken={TESTER}"),
+                format!("ksiam.token.v1.TokenService/VerifyToken={TESTER}"),
+                format!("ksiam.token.v1.TokenService/WatchKeys={TESTER}"),
+                format!("ksiam.token.v1.TokenService/WatchRevocations={TESTER}"),
+                format!("grpc.reflection.v1.ServerReflection/*={TESTER}"),
+            ])
+            .unwrap();
+        Self::start_secured(
+            service,
+            grace,
+            GrpcSecurity::mutual_tls(pki.server.clone(), allow),
+            pki,
+        )
+        .await
+    }
+
+    async fn start_secured(
+        service: &TokenService,
+        grace: Option<Duration>,
+        security: GrpcSecurity,
+        pki: TestPki,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -42,31 +78,37 @@ impl Running {
             let _ = stopped.await;
         };
         let service = service.clone();
-        let task = match grace {
-            None => tokio::spawn(serve(listener, service, shutdown)),
-            Some(grace) => tokio::spawn(serve_with_grace(listener, service, shutdown, grace)),
-        };
+        let task =
+            match grace {
+                None => tokio::spawn(async move { serve(listener, service, &security, shutdown).await }),
+                Some(grace) => tokio::spawn(async move {
+                    serve_with_grace(listener, service, &security, shutdown, grace).await
+                }),
+            };
         Self {
             addr,
             stop: Some(stop),
             task,
+            pki,
         }
     }
 
     fn uri(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
     async fn channel(&self) -> Channel {
-        Endpoint::from_shared(self.uri())
-            .unwrap()
-            .connect()
+        ksiam_token::grpc_auth::connect(self.uri(), Some(&self.pki.client(TESTER)))
             .await
             .unwrap()
     }
 
     async fn client(&self) -> TokenClient {
-        TokenClient::connect(self.uri()).await.unwrap()
+        self.client_as(&self.pki.client(TESTER)).await.unwrap()
+    }
+
+    async fn client_as(&self, tls: &ClientTls) -> Result<TokenClient, ClientError> {
+        TokenClient::connect_with(self.uri(), Some(tls)).await
     }
 
     /// Signals shutdown and waits for `serve` to return.
@@ -498,4 +540,151 @@ async fn shutdown_turns_health_not_serving_and_cuts_off_calls_still_open_after_t
 
     server.stop().await;
     assert_eq!(next(&mut watch).await.status(), ServingStatus::NotServing);
+}
+
+// === who may call what ===
+
+/// A server with the default allow-list (only `ksiam-controller` may IssueToken).
+async fn start_default(service: &TokenService) -> Running {
+    let pki = TestPki::new();
+    let security = GrpcSecurity::mutual_tls(pki.server.clone(), AllowList::default());
+    Running::start_secured(service, None, security, pki).await
+}
+
+/// The outcome of one IssueToken call with `tls`: the status code (`Ok` when a token came back), or
+/// `None` when the connection itself was refused.
+async fn issue_as(server: &Running, tls: &ClientTls) -> Option<Code> {
+    let client = match within(server.client_as(tls)).await {
+        Ok(client) => client,
+        Err(_) => return None,
+    };
+    match within(client.issue("default", "sample", None)).await {
+        Ok(issued) => {
+            assert!(!issued.token.is_empty());
+            Some(Code::Ok)
+        }
+        Err(ClientError::Unauthenticated(_)) => Some(Code::Unauthenticated),
+        Err(ClientError::Status(status)) => Some(status.code()),
+        Err(ClientError::Connect(_)) => None,
+    }
+}
+
+#[tokio::test]
+async fn grpc_auth_only_the_controller_identity_may_issue_tokens() {
+    let service = legacy_service();
+    let server = start_default(&service).await;
+
+    assert_eq!(
+        issue_as(&server, &server.pki.client(identities::CONTROLLER)).await,
+        Some(Code::Ok)
+    );
+    for id in [
+        identities::GATEWAY,
+        identities::ADMIN,
+        identities::AUTHZ,
+        "ksiam-controller-2",
+    ] {
+        let client = server.client_as(&server.pki.client(id)).await.unwrap();
+        let err = client.issue("default", "sample", None).await.unwrap_err();
+        let ClientError::Status(status) = err else {
+            panic!("{id}: {err:?}")
+        };
+        assert_eq!(status.code(), Code::PermissionDenied, "{id}");
+        assert!(
+            status
+                .message()
+                .contains("ksiam.token.v1.TokenService/IssueToken")
+                && status.message().contains(id),
+            "names the method and the identity: {}",
+            status.message()
+        );
+    }
+    // A verifier identity may verify, but not issue.
+    let gateway = server
+        .client_as(&server.pki.client(identities::GATEWAY))
+        .await
+        .unwrap();
+    let token = Issuer::new(KeySet::legacy(SECRET), ISSUER)
+        .issue_sa_token("default", "sample", ksiam_token::now_unix(), None)
+        .unwrap();
+    assert!(gateway.verify(&token).await.is_ok());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_auth_no_client_certificate_is_unauthenticated_and_a_foreign_ca_is_refused() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let service = legacy_service();
+    let server = start_default(&service).await;
+    assert_eq!(
+        issue_as(&server, &server.pki.anonymous()).await,
+        Some(Code::Unauthenticated),
+        "TLS without a client certificate"
+    );
+    let refused = issue_as(&server, &server.pki.foreign_client(identities::CONTROLLER)).await;
+    assert!(
+        refused.is_none() || refused.is_some_and(|code| code != Code::Ok && code != Code::PermissionDenied),
+        "a controller certificate from another CA is refused at the TLS layer: {refused:?}"
+    );
+    // Health answers without a certificate (probes).
+    let channel = ksiam_token::grpc_auth::connect(server.uri(), Some(&server.pki.anonymous()))
+        .await
+        .unwrap();
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(status.into_inner().status, 1, "SERVING");
+    // Plaintext to a TLS server gets nowhere.
+    let plaintext = match TokenClient::connect(format!("http://{}", server.addr)).await {
+        Ok(client) => within(client.issue("default", "sample", None)).await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!plaintext, "plaintext to the TLS port issued a token");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_auth_plaintext_on_loopback_verifies_but_never_issues() {
+    let service = legacy_service();
+    let pki = TestPki::new();
+    let server = Running::start_secured(
+        &service,
+        None,
+        GrpcSecurity::insecure_loopback(AllowList::default()),
+        pki,
+    )
+    .await;
+    let client = TokenClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let err = client.issue("default", "sample", None).await.unwrap_err();
+    let ClientError::Status(status) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains("requires an authenticated client"),
+        "{}",
+        status.message()
+    );
+    let token = Issuer::new(KeySet::legacy(SECRET), ISSUER)
+        .issue_sa_token("default", "sample", ksiam_token::now_unix(), None)
+        .unwrap();
+    assert!(client.verify(&token).await.is_ok());
+    server.stop().await;
+
+    // Plaintext is refused outright on an address that is not loopback.
+    let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let result = serve(
+        listener,
+        legacy_service(),
+        &GrpcSecurity::insecure_loopback(AllowList::default()),
+        std::future::pending(),
+    )
+    .await;
+    assert!(matches!(result, Err(ServeError::Security(_))), "{result:?}");
 }
