@@ -122,13 +122,13 @@ fn bind_global_role(ns: &str, name: &str, role: &str, token: &str, probe: &[&str
 }
 
 fn manager(workspace: &str) -> anyhow::Result<String> {
-    Ok(kubectl(&[
+    kubectl(&[
         "get",
         "workspacetemplate",
         workspace,
         "-o",
         "jsonpath={.spec.template.spec.manager}",
-    ])?)
+    ])
 }
 
 fn manager_patch(user: &str) -> String {
