@@ -52,7 +52,8 @@ pub(crate) fn kubectl_with_token(token: &str, args: &[&str]) -> anyhow::Result<(
 }
 
 /// Sends one `PATCH` (JSON merge patch) of `body` to kube-apiserver's `path` with `token`, and nothing else
-/// (kubectl would GET first, which `authenticated` does not allow): `(HTTP status, response body)`.
+/// (kubectl would GET first, which `authenticated` does not allow): `(HTTP status, the Status message or
+/// the response body)`.
 pub(crate) fn merge_patch_with_token(token: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
     let admin: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&e2e().kubeconfig)?)?;
     let cluster = &admin["clusters"][0]["cluster"];
@@ -76,7 +77,13 @@ pub(crate) fn merge_patch_with_token(token: &str, path: &str, body: &str) -> any
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    Ok((code.trim().parse()?, body.to_owned()))
+    // A refusal is a `Status`: its message, unescaped; anything else as it came.
+    let message = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .filter(|v| v["kind"] == "Status")
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.to_owned());
+    Ok((code.trim().parse()?, message))
 }
 
 fn workspace_path(name: &str) -> String {
