@@ -1,7 +1,8 @@
 //! Reading an `AdmissionReview` body, keeping the object as the raw JSON the API server sent.
 //!
 //! `request.object` and `request.oldObject` are taken out before the review is decoded, so that a pod that
-//! does not decode is the injector's business (deny with 500, as KubeSphere does) rather than a malformed review (HTTP 400).
+//! does not decode is the injector's business (deny with 500, as KubeSphere does) rather than a malformed
+//! review (HTTP 400).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
