@@ -5,5 +5,9 @@
 
 #[path = "attacks/boundary.rs"]
 mod boundary;
+#[path = "attacks/escalation.rs"]
+mod escalation;
 #[path = "attacks/grpc.rs"]
 mod grpc;
+#[path = "attacks/namespaces.rs"]
+mod namespaces;

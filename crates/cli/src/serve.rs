@@ -315,7 +315,13 @@ pub async fn all(args: AllArgs) -> anyhow::Result<()> {
     let webhook = {
         let (client, shutdown) = (client.clone(), shutdown.clone());
         let config = ksiam_webhook::Config::loopback(args.webhook_port);
-        tokio::spawn(async move { ksiam_webhook::run(config, client, shutdown.cancelled_owned()).await })
+        // The validating checks (workspace manager, namespace labels) ask the same in-process store.
+        let admission: Arc<dyn ksiam_webhook::Authorize> =
+            Arc::new(ksiam_webhook::PolicyAuthorizer::new(authorizer, store.clone()));
+        tokio::spawn(async move {
+            ksiam_webhook::run_with_admission(config, client, Some(admission), shutdown.cancelled_owned())
+                .await
+        })
     };
     wait_for_webhook_registration(&client, &webhook).await?;
 
@@ -365,8 +371,11 @@ async fn wait_for_webhook_registration(
     client: &kube::Client,
     webhook: &tokio::task::JoinHandle<Result<(), ksiam_webhook::Error>>,
 ) -> anyhow::Result<()> {
-    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
     let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
+    let validating: kube::Api<ValidatingWebhookConfiguration> = kube::Api::all(client.clone());
     for _ in 0..300 {
         anyhow::ensure!(!webhook.is_finished(), "the webhook stopped during start-up");
         let registered = api
@@ -374,7 +383,12 @@ async fn wait_for_webhook_registration(
             .await?
             .and_then(|c| c.webhooks)
             .is_some_and(|w| w.iter().any(|w| w.client_config.ca_bundle.is_some()));
-        if registered {
+        let checks_registered = validating
+            .get_opt(ksiam_webhook::register::ADMISSION_WEBHOOK_CONFIGURATION)
+            .await?
+            .and_then(|c| c.webhooks)
+            .is_some_and(|w| w.iter().all(|w| w.client_config.ca_bundle.is_some()));
+        if registered && checks_registered {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

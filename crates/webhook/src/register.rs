@@ -1,11 +1,13 @@
-//! The `MutatingWebhookConfiguration` that routes pod creation to the injector (spec §7.1), applied with
-//! server-side apply.
+//! The `MutatingWebhookConfiguration` that routes pod creation to the injector (spec §7.1), and the
+//! `ValidatingWebhookConfiguration` of the authorization-boundary checks ([`crate::admission`]), both applied
+//! with server-side apply.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, WebhookClientConfig,
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
 use ksiam_api::constants::{
@@ -13,6 +15,15 @@ use ksiam_api::constants::{
 };
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
+
+use crate::admission::{KUBESPHERE_IDENTITY_CEL, NAMESPACE_WEBHOOK_PATH, WORKSPACE_TEMPLATE_WEBHOOK_PATH};
+
+/// Name of the `ValidatingWebhookConfiguration` of the authorization-boundary checks.
+pub const ADMISSION_WEBHOOK_CONFIGURATION: &str = "ksiam-admission.kubesphere.io";
+/// Name of the WorkspaceTemplate check in it.
+pub const WORKSPACE_TEMPLATE_WEBHOOK_NAME: &str = "workspacetemplates.ksiam.kubesphere.io";
+/// Name of the Namespace check in it.
+pub const NAMESPACE_WEBHOOK_NAME: &str = "namespaces.ksiam.kubesphere.io";
 
 /// Field manager of the server-side apply.
 pub const FIELD_MANAGER: &str = "ksiam-webhook";
@@ -103,8 +114,8 @@ pub struct Registration {
     pub failure_policy: FailurePolicy,
 }
 
-/// The `MutatingWebhookConfiguration` for `registration`.
-pub fn webhook_configuration(registration: &Registration) -> MutatingWebhookConfiguration {
+/// The `clientConfig` reaching `path` on the registered target, and the annotations for cert-manager.
+fn client_config(registration: &Registration, path: &str) -> (WebhookClientConfig, BTreeMap<String, String>) {
     let mut client_config = match &registration.target {
         WebhookTarget::Url { host, port } => {
             let authority = match port {
@@ -112,7 +123,7 @@ pub fn webhook_configuration(registration: &Registration) -> MutatingWebhookConf
                 None => format_host(host),
             };
             WebhookClientConfig {
-                url: Some(format!("https://{authority}{POD_INJECTOR_WEBHOOK_PATH}")),
+                url: Some(format!("https://{authority}{path}")),
                 ..WebhookClientConfig::default()
             }
         }
@@ -124,7 +135,7 @@ pub fn webhook_configuration(registration: &Registration) -> MutatingWebhookConf
             service: Some(ServiceReference {
                 namespace: namespace.clone(),
                 name: name.clone(),
-                path: Some(POD_INJECTOR_WEBHOOK_PATH.to_owned()),
+                path: Some(path.to_owned()),
                 port: Some(i32::from(*port)),
             }),
             ..WebhookClientConfig::default()
@@ -137,7 +148,12 @@ pub fn webhook_configuration(registration: &Registration) -> MutatingWebhookConf
             annotations.insert(CERT_MANAGER_INJECT_CA_FROM.to_owned(), certificate.clone());
         }
     }
+    (client_config, annotations)
+}
 
+/// The `MutatingWebhookConfiguration` for `registration`.
+pub fn webhook_configuration(registration: &Registration) -> MutatingWebhookConfiguration {
+    let (client_config, annotations) = client_config(registration, POD_INJECTOR_WEBHOOK_PATH);
     MutatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(POD_INJECTOR_WEBHOOK_CONFIGURATION.to_owned()),
@@ -187,6 +203,78 @@ pub async fn register(
         &Patch::Apply(&config),
     )
     .await
+}
+
+/// The `ValidatingWebhookConfiguration` of the authorization-boundary checks for `registration`.
+///
+/// Its `failurePolicy` is always `Fail` (an unreachable check must not let an escalation through), and its
+/// `matchConditions` send only KubeSphere identities ([`crate::admission::is_kubesphere_identity`]), so
+/// Kubernetes' own identities (the namespace controller's `/finalize`, `system:masters`) never wait for it.
+pub fn admission_configuration(registration: &Registration) -> ValidatingWebhookConfiguration {
+    let webhook = |name: &str, path: &str, rule: RuleWithOperations| {
+        let (client_config, _) = client_config(registration, path);
+        ValidatingWebhook {
+            name: name.to_owned(),
+            admission_review_versions: vec!["v1".to_owned()],
+            client_config,
+            rules: Some(vec![rule]),
+            failure_policy: Some(FailurePolicy::Fail.as_str().to_owned()),
+            match_policy: Some("Equivalent".to_owned()),
+            match_conditions: Some(vec![MatchCondition {
+                name: "kubesphere-identity".to_owned(),
+                expression: KUBESPHERE_IDENTITY_CEL.to_owned(),
+            }]),
+            side_effects: "None".to_owned(),
+            timeout_seconds: Some(TIMEOUT_SECONDS),
+            ..ValidatingWebhook::default()
+        }
+    };
+    let strings = |items: &[&str]| Some(items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+    let (_, annotations) = client_config(registration, "");
+    ValidatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(ADMISSION_WEBHOOK_CONFIGURATION.to_owned()),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            ..ObjectMeta::default()
+        },
+        webhooks: Some(vec![
+            webhook(
+                WORKSPACE_TEMPLATE_WEBHOOK_NAME,
+                WORKSPACE_TEMPLATE_WEBHOOK_PATH,
+                RuleWithOperations {
+                    api_groups: strings(&["tenant.kubesphere.io"]),
+                    api_versions: strings(&["*"]),
+                    operations: strings(&["CREATE", "UPDATE"]),
+                    resources: strings(&["workspacetemplates"]),
+                    scope: Some("Cluster".to_owned()),
+                },
+            ),
+            webhook(
+                NAMESPACE_WEBHOOK_NAME,
+                NAMESPACE_WEBHOOK_PATH,
+                RuleWithOperations {
+                    api_groups: strings(&[""]),
+                    api_versions: strings(&["v1"]),
+                    operations: strings(&["CREATE", "UPDATE"]),
+                    resources: strings(&["namespaces", "namespaces/finalize", "namespaces/status"]),
+                    scope: Some("Cluster".to_owned()),
+                },
+            ),
+        ]),
+    }
+}
+
+/// Creates or updates the `ValidatingWebhookConfiguration` of the checks, as [`register`] does the
+/// mutating one.
+pub async fn register_admission(
+    client: Client,
+    registration: &Registration,
+) -> Result<ValidatingWebhookConfiguration, kube::Error> {
+    let api = Api::<ValidatingWebhookConfiguration>::all(client);
+    let config = admission_configuration(registration);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(ADMISSION_WEBHOOK_CONFIGURATION, &params, &Patch::Apply(&config))
+        .await
 }
 
 /// `host:port`, with brackets around an IPv6 address.
@@ -279,6 +367,52 @@ mod tests {
             }})
         );
         assert_eq!(webhook["failurePolicy"], "Fail");
+    }
+
+    #[test]
+    fn admission_registration_fails_closed_for_kubesphere_identities_only() {
+        let config = admission_configuration(&Registration {
+            target: WebhookTarget::Url {
+                host: "127.0.0.1".to_owned(),
+                port: Some(8443),
+            },
+            ca_bundle: CaBundleSource::Pem("PEM".to_owned()),
+            failure_policy: FailurePolicy::Ignore,
+        });
+        let value = serde_json::to_value(&config).expect("serialize");
+        assert_eq!(value["kind"], "ValidatingWebhookConfiguration");
+        assert_eq!(value["metadata"]["name"], "ksiam-admission.kubesphere.io");
+        let webhooks = value["webhooks"].as_array().expect("webhooks");
+        assert_eq!(webhooks.len(), 2);
+        for webhook in webhooks {
+            assert_eq!(
+                webhook["failurePolicy"], "Fail",
+                "the registration's Ignore is for the injector"
+            );
+            assert_eq!(webhook["clientConfig"]["caBundle"], "UEVN");
+            assert_eq!(
+                webhook["matchConditions"][0]["expression"],
+                KUBESPHERE_IDENTITY_CEL
+            );
+            assert_eq!(webhook["sideEffects"], "None");
+        }
+        assert_eq!(
+            webhooks[0]["clientConfig"]["url"],
+            "https://127.0.0.1:8443/validate-workspacetemplates"
+        );
+        assert_eq!(
+            webhooks[0]["rules"],
+            json!([{"apiGroups": ["tenant.kubesphere.io"], "apiVersions": ["*"],
+                    "operations": ["CREATE", "UPDATE"], "resources": ["workspacetemplates"], "scope": "Cluster"}])
+        );
+        assert_eq!(
+            webhooks[1]["clientConfig"]["url"],
+            "https://127.0.0.1:8443/validate-namespaces"
+        );
+        assert_eq!(
+            webhooks[1]["rules"][0]["resources"],
+            json!(["namespaces", "namespaces/finalize", "namespaces/status"])
+        );
     }
 
     #[test]

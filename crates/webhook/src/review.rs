@@ -1,7 +1,8 @@
 //! Reading an `AdmissionReview` body, keeping the object as the raw JSON the API server sent.
 //!
-//! `request.object` is taken out before the review is decoded, so that a pod that does not decode is the
-//! injector's business (deny with 500, as KubeSphere does) rather than a malformed review (HTTP 400).
+//! `request.object` and `request.oldObject` are taken out before the review is decoded, so that a pod that
+//! does not decode is the injector's business (deny with 500, as KubeSphere does) rather than a malformed
+//! review (HTTP 400).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -19,6 +20,8 @@ pub struct PodReview {
     pub request: AdmissionRequest<DynamicObject>,
     /// The raw `request.object`, if any.
     pub object: Option<Value>,
+    /// The raw `request.oldObject` (UPDATE and DELETE), if any.
+    pub old_object: Option<Value>,
 }
 
 /// Why a body is not an `AdmissionReview` the webhook can answer.
@@ -58,11 +61,14 @@ pub fn parse_review(body: &[u8]) -> Result<PodReview, ReviewError> {
     if !SUPPORTED_VERSIONS.contains(&version) {
         return Err(ReviewError::UnsupportedVersion(version.to_owned()));
     }
-    let object = match fields.get_mut("request") {
+    let (object, old_object) = match fields.get_mut("request") {
         Some(Value::Object(request)) => {
             let object = request.insert("object".to_owned(), Value::Null);
-            request.insert("oldObject".to_owned(), Value::Null);
-            object.filter(|object| !object.is_null())
+            let old_object = request.insert("oldObject".to_owned(), Value::Null);
+            (
+                object.filter(|object| !object.is_null()),
+                old_object.filter(|object| !object.is_null()),
+            )
         }
         Some(Value::Null) | None => return Err(ReviewError::NoRequest),
         Some(other) => {
@@ -75,7 +81,11 @@ pub fn parse_review(body: &[u8]) -> Result<PodReview, ReviewError> {
     let review: AdmissionReview<DynamicObject> =
         serde_json::from_value(review).map_err(ReviewError::InvalidRequest)?;
     let request: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| ReviewError::NoRequest)?;
-    Ok(PodReview { request, object })
+    Ok(PodReview {
+        request,
+        object,
+        old_object,
+    })
 }
 
 /// Encodes the `AdmissionReview` answering with `response`.

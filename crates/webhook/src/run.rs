@@ -2,12 +2,16 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use kube::Client;
 
+use crate::admission::Authorize;
 use crate::cached::CachedLookup;
 use crate::inject::{InjectOptions, Injector};
-use crate::register::{CaBundleSource, FailurePolicy, Registration, WebhookTarget, register};
+use crate::register::{
+    CaBundleSource, FailurePolicy, Registration, WebhookTarget, register, register_admission,
+};
 use crate::server::{AbortOnDrop, Server, ServerError};
 use crate::tls::TlsSource;
 
@@ -96,6 +100,22 @@ pub enum Error {
     /// The webhook configuration could not be applied.
     #[error("cannot register the MutatingWebhookConfiguration: {0}")]
     Register(#[source] kube::Error),
+    /// The validating webhook configuration could not be applied.
+    #[error("cannot register the ValidatingWebhookConfiguration: {0}")]
+    RegisterAdmission(#[source] kube::Error),
+}
+
+/// Applies the webhook configurations: the mutating one, and the validating one when `admission`.
+async fn register_all(client: &Client, registration: &Registration, admission: bool) -> Result<(), Error> {
+    register(client.clone(), registration)
+        .await
+        .map_err(Error::Register)?;
+    if admission {
+        register_admission(client.clone(), registration)
+            .await
+            .map_err(Error::RegisterAdmission)?;
+    }
+    Ok(())
 }
 
 /// Binds, registers the webhook configuration (when `config.register`), and serves until `shutdown`
@@ -105,6 +125,18 @@ pub async fn run(
     client: Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    run_with_admission(config, client, None, shutdown).await
+}
+
+/// [`run`], also serving (and registering) the validating checks of [`crate::admission`] when `admission`
+/// gives them an authorizer.
+pub async fn run_with_admission(
+    config: Config,
+    client: Client,
+    admission: Option<Arc<dyn Authorize>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let with_admission = admission.is_some();
     let server = Server::bind(config.listen, &config.tls).await?;
     let bound_port = server
         .local_addr()
@@ -118,10 +150,8 @@ pub async fn run(
 
     let _reregister = if config.register {
         let mut registration = config.registration(bound_port, server.tls().ca_bundle());
-        register(client.clone(), &registration)
-            .await
-            .map_err(Error::Register)?;
-        tracing::info!(target = ?registration.target, "registered the pod injector webhook");
+        register_all(&client, &registration, with_admission).await?;
+        tracing::info!(target = ?registration.target, admission = with_admission, "registered the webhooks");
 
         let mut updates = server.tls().ca_bundle_updates();
         let client = client.clone();
@@ -130,10 +160,8 @@ pub async fn run(
             AbortOnDrop(tokio::spawn(async move {
                 while updates.changed().await.is_ok() {
                     registration.ca_bundle = CaBundleSource::Pem(updates.borrow_and_update().clone());
-                    match register(client.clone(), &registration).await {
-                        Ok(_) => {
-                            tracing::info!("re-registered the pod injector webhook with the new CA bundle")
-                        }
+                    match register_all(&client, &registration, with_admission).await {
+                        Ok(()) => tracing::info!("re-registered the webhooks with the new CA bundle"),
                         Err(error) => tracing::warn!(%error, "cannot update the webhook CA bundle"),
                     }
                 }
@@ -151,7 +179,7 @@ pub async fn run(
             tls_mode: config.tls_mode,
         },
     );
-    server.serve(injector, shutdown).await?;
+    server.serve_with_admission(injector, admission, shutdown).await?;
     Ok(())
 }
 

@@ -3,6 +3,8 @@
 //! ```text
 //! TcpListener ─accept─► task per connection: TLS handshake (CertResolver) ─► hyper http1 ─► axum Router
 //!                                                                   POST /serviceaccount-pod-injector ─► Injector
+//!                                                                   POST /validate-workspacetemplates ─┐
+//!                                                                   POST /validate-namespaces ─────────┴► admission
 //!                                                                   GET  /healthz
 //! ```
 
@@ -24,6 +26,7 @@ use ksiam_api::constants::POD_INJECTOR_WEBHOOK_PATH;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::{Authorize, NAMESPACE_WEBHOOK_PATH, WORKSPACE_TEMPLATE_WEBHOOK_PATH, validate};
 use crate::inject::Injector;
 use crate::lookup::Lookup;
 use crate::review::{encode_review, parse_review};
@@ -59,11 +62,28 @@ pub enum ServerError {
 
 /// The routes: `POST /serviceaccount-pod-injector` and `GET /healthz`.
 pub fn router<L: Lookup + 'static>(injector: Arc<Injector<L>>) -> Router {
-    Router::new()
+    router_with_admission(injector, None)
+}
+
+/// The routes of [`router`], plus the validating checks of [`crate::admission`] when `admission` is given:
+/// `POST /validate-workspacetemplates` and `POST /validate-namespaces`.
+pub fn router_with_admission<L: Lookup + 'static>(
+    injector: Arc<Injector<L>>,
+    admission: Option<Arc<dyn Authorize>>,
+) -> Router {
+    let mut app = Router::new()
         .route(POD_INJECTOR_WEBHOOK_PATH, post(admit::<L>))
         .route(HEALTHZ_PATH, get(healthz))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(injector)
+        .with_state(injector);
+    if let Some(authz) = admission {
+        app = app.merge(
+            Router::new()
+                .route(WORKSPACE_TEMPLATE_WEBHOOK_PATH, post(check))
+                .route(NAMESPACE_WEBHOOK_PATH, post(check))
+                .with_state(authz),
+        );
+    }
+    app.layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
 async fn healthz() -> &'static str {
@@ -88,6 +108,35 @@ async fn admit<L: Lookup + 'static>(State(injector): State<Arc<Injector<L>>>, bo
         patched = response.patch.is_some(),
         "admission"
     );
+    review_response(response)
+}
+
+async fn check(State(authz): State<Arc<dyn Authorize>>, body: Bytes) -> Response {
+    let review = match parse_review(&body) {
+        Ok(review) => review,
+        Err(error) => {
+            tracing::debug!(%error, "rejected a malformed AdmissionReview");
+            return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
+        }
+    };
+    let response = validate(&review, authz.as_ref());
+    let request = &review.request;
+    if !response.allowed {
+        tracing::info!(
+            uid = %request.uid,
+            user = request.user_info.username.as_deref().unwrap_or_default(),
+            resource = %request.resource.resource,
+            subresource = request.sub_resource.as_deref().unwrap_or_default(),
+            name = %request.name,
+            code = response.result.code,
+            message = %response.result.message,
+            "admission denied"
+        );
+    }
+    review_response(response)
+}
+
+fn review_response(response: kube::core::admission::AdmissionResponse) -> Response {
     match encode_review(response) {
         Ok(json) => Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
@@ -137,8 +186,18 @@ impl Server {
         injector: Injector<L>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
+        self.serve_with_admission(injector, None, shutdown).await
+    }
+
+    /// [`Server::serve`], also serving the validating checks when `admission` is given.
+    pub async fn serve_with_admission<L: Lookup + 'static>(
+        self,
+        injector: Injector<L>,
+        admission: Option<Arc<dyn Authorize>>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
         let acceptor = TlsAcceptor::from(Arc::new(self.tls.server_config()?));
-        let app = router(Arc::new(injector));
+        let app = router_with_admission(Arc::new(injector), admission);
         let _reloader = self
             .tls
             .reload_task(RELOAD_INTERVAL)
