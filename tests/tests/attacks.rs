@@ -2,3 +2,6 @@
 //!
 //! One module per class of hole; each test is named after its class and fails on the code before the
 //! guard that closes it. `docs/security.md` lists every class, what closes it and the test.
+
+#[path = "attacks/ownership.rs"]
+mod ownership;

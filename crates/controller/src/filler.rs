@@ -115,9 +115,8 @@ mod tests {
         let mut s = Secret::default();
         s.metadata.name = Some("s".into());
         s.metadata.namespace = Some(ns.into());
-        s.metadata.annotations = sa.map(|n| {
-            BTreeMap::from([(c::SERVICE_ACCOUNT_NAME_ANNOTATION.to_owned(), n.to_owned())])
-        });
+        s.metadata.annotations =
+            sa.map(|n| BTreeMap::from([(c::SERVICE_ACCOUNT_NAME_ANNOTATION.to_owned(), n.to_owned())]));
         s.type_ = Some(c::SERVICE_ACCOUNT_TOKEN_SECRET_TYPE.into());
         s.data = token.map(|t| {
             BTreeMap::from([(
@@ -166,6 +165,9 @@ mod tests {
         let mut gone = sa("ns", "app");
         gone.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
         assert!(!fills_for(&s, &gone), "a ServiceAccount being deleted");
-        assert!(!fills_for(&secret("ns", Some("app"), Some("t")), &sa("ns", "app")));
+        assert!(!fills_for(
+            &secret("ns", Some("app"), Some("t")),
+            &sa("ns", "app")
+        ));
     }
 }

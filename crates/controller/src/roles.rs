@@ -135,7 +135,10 @@ fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Client>) -> Action {
 /// Instantiates the workspace-scoped built-in roles for one WorkspaceTemplate.
 pub async fn reconcile_workspace(wt: Arc<WorkspaceTemplate>, client: Arc<Client>) -> Result<Action, Error> {
     let templates: Api<WorkspaceTemplate> = Api::all((*client).clone());
-    let initialised = wt.finalizers().iter().any(|f| f == c::CASCADING_DELETION_FINALIZER);
+    let initialised = wt
+        .finalizers()
+        .iter()
+        .any(|f| f == c::CASCADING_DELETION_FINALIZER);
     if wt.metadata.deletion_timestamp.is_some() {
         if initialised {
             set_finalizers(&templates, &wt, without_cascading_deletion(wt.finalizers())).await?;

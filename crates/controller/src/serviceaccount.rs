@@ -270,7 +270,11 @@ pub fn choose_token_secret(sa_name: &str, uid: &str, first: Option<&Secret>, our
 /// Puts `reference` first in `secrets`. A first entry naming a Secret that exists (`first`) but is not this
 /// ServiceAccount's stays in the list, after it, untouched (the check of `secrets` reports it); one naming a
 /// missing Secret or a token Secret being deleted is replaced.
-pub fn set_first_secret(secrets: &mut Vec<ObjectReference>, reference: ObjectReference, first: Option<&Secret>) {
+pub fn set_first_secret(
+    secrets: &mut Vec<ObjectReference>,
+    reference: ObjectReference,
+    first: Option<&Secret>,
+) {
     match secrets.first_mut() {
         Some(r) if r.name == reference.name => {}
         Some(_) if first.is_some_and(|s| s.meta().deletion_timestamp.is_none()) => {
