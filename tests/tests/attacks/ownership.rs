@@ -321,24 +321,45 @@ fn ownership_a_workspace_manager_change_grants_nothing() -> anyhow::Result<()> {
         "mallory starts without access"
     );
 
-    // The patch through kube-apiserver (authorized by ksiam's SubjectAccessReview webhook). An admission check
-    // may refuse it; either way nothing may be granted.
-    let patch = serde_json::json!({"spec": {"template": {"spec": {"manager": user}}}}).to_string();
+    // The patch through kube-apiserver (authorized by ksiam's SubjectAccessReview webhook); a server-side apply,
+    // because `kubectl patch` reads the object first and `authenticated` may not get WorkspaceTemplates.
+    let patch = serde_json::json!({
+        "apiVersion": "tenant.kubesphere.io/v1beta1",
+        "kind": "WorkspaceTemplate",
+        "metadata": {"name": "system-workspace"},
+        "spec": {"template": {"spec": {"manager": user}}},
+    })
+    .to_string();
+    let dir = std::env::temp_dir().join(format!("ksiam-e2e-manager-{}", ksiam_e2e::random_suffix()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("patch.json");
+    std::fs::write(&file, &patch)?;
+    let file = file.display().to_string();
     let (patched, out) = poll("the manager patch to be decided", Duration::from_secs(30), || {
         let (ok, out) = kubectl_with_token(
             &token,
             &[
-                "patch",
-                "workspacetemplates.tenant.kubesphere.io",
-                "system-workspace",
-                "--type=merge",
-                "-p",
-                &patch,
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=mallory",
+                "-f",
+                &file,
             ],
         )?;
-        // Not yet authorized (the binding travels to the authorizer): try again.
+        // Not authorized yet (the GlobalRoleBinding travels to the authorizer): try again.
         Ok((ok || !out.contains("cannot patch resource")).then_some((ok, out)))
     })?;
+    let _ = std::fs::remove_dir_all(&dir);
+    // Authorization lets the patch through (the hole's precondition); an admission check may refuse it.
+    assert!(
+        patched || out.contains("denied the request"),
+        "the manager patch failed for another reason: {out}"
+    );
+    if patched {
+        let now = get_json(&["workspacetemplates.tenant.kubesphere.io", "system-workspace"])?;
+        assert_eq!(now["spec"]["template"]["spec"]["manager"], user.as_str());
+    }
     eprintln!("manager patch by mallory: succeeded={patched}: {}", out.trim());
 
     let start = Instant::now();
@@ -422,22 +443,35 @@ fn ownership_ksiam_authz_alone_refuses_revoked_tokens() -> anyhow::Result<()> {
 
     let webhooks = format!("127.0.0.1:{}", free_port()?);
     let grpc = format!("127.0.0.1:{}", free_port()?);
-    let _authz = Child(
+    let log = std::env::temp_dir().join(format!("ksiam-e2e-authz-{}.log", ksiam_e2e::random_suffix()));
+    let mut authz = Child(
         std::process::Command::new(&bin)
             .args(["authz", "--grpc-listen", &grpc, "--webhook-listen", &webhooks])
             .arg("--jwt-secret-file")
             .arg(&secret_file)
             .env("KUBECONFIG", &e2e().kubeconfig)
+            // Plaintext gRPC on loopback, where builds ask for it explicitly (ignored where they do not).
+            .env("KSIAM_GRPC_INSECURE_LOOPBACK", "true")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()?,
     );
     // Once synced, the live token authenticates.
-    poll(
+    let started = poll(
         "ksiam authz to authenticate the live token",
         Duration::from_secs(30),
-        || Ok(token_review(&webhooks, &token)?.0.then_some(())),
-    )?;
+        || {
+            if let Some(status) = authz.0.try_wait()? {
+                return Ok(Some(Err(anyhow::anyhow!(
+                    "ksiam authz exited ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ))));
+            }
+            Ok(token_review(&webhooks, &token)?.0.then_some(Ok(())))
+        },
+    );
+    let _ = std::fs::remove_file(&log);
+    started??;
     // Revoked: its Secret deleted.
     kubectl(&["delete", "secret", &secret, "-n", ns])?;
     let error = poll(
