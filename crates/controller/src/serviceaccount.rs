@@ -257,13 +257,9 @@ pub fn choose_token_secret(sa_name: &str, uid: &str, first: Option<&Secret>, our
     {
         return Choice::Keep(s.name_any());
     }
-    let mut owned: Vec<&Secret> = ours
-        .iter()
+    ours.iter()
         .filter(|s| is_owned_token_secret(s, sa_name, uid) && s.meta().deletion_timestamp.is_none())
-        .collect();
-    owned.sort_by(|a, b| (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any())));
-    owned
-        .first()
+        .min_by_key(|s| (s.creation_timestamp(), s.name_any()))
         .map_or(Choice::Create, |s| Choice::Adopt(s.name_any()))
 }
 
@@ -674,12 +670,12 @@ mod tests {
         // Even when it carries the thief's UID label (labels are easy to add).
         let labelled = token_secret("victim-abcde", "victim", Some(UID));
         assert_eq!(
-            choose_token_secret("thief", UID, Some(&labelled), &[labelled.clone()]),
+            choose_token_secret("thief", UID, Some(&labelled), std::slice::from_ref(&labelled)),
             Choice::Create
         );
         let opaque = secret("opaque", "Opaque", Some("thief"), Some(UID));
         assert_eq!(
-            choose_token_secret("thief", UID, Some(&opaque), &[opaque.clone()]),
+            choose_token_secret("thief", UID, Some(&opaque), std::slice::from_ref(&opaque)),
             Choice::Create,
             "another type"
         );
