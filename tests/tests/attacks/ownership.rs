@@ -7,7 +7,7 @@
 //! - `ownership_a_service_account_cannot_claim_another_token_secret`: `secrets[0]` naming another
 //!   ServiceAccount's token Secret (with the TTL annotation that makes the controller write tokens) never gets
 //!   that Secret written; a Secret of another type carrying the ServiceAccount's UID label is not deleted.
-//! - `ownership_a_workspace_manager_change_grants_nothing`: any user may patch WorkspaceTemplates (GlobalRole
+//! - `ownership_a_workspace_manager_change_grants_nothing`: any User may patch WorkspaceTemplates (GlobalRole
 //!   `authenticated`); making oneself `system-workspace`'s manager must not bind one as its admin.
 //! - `ownership_ksiam_authz_alone_refuses_revoked_tokens`: the standalone authorizer's TokenReview applies
 //!   revocation like `ksiam all`.
@@ -227,10 +227,10 @@ fn ownership_a_service_account_cannot_claim_another_token_secret() -> anyhow::Re
     Ok(())
 }
 
-/// Restores `system-workspace`'s manager (and deletes the GlobalRoleBinding) when dropped.
+/// Restores `system-workspace`'s manager (and deletes the User) when dropped.
 struct Restore {
     manager: Option<String>,
-    global_role_binding: String,
+    user: String,
 }
 
 impl Drop for Restore {
@@ -246,8 +246,8 @@ impl Drop for Restore {
         ]);
         let _ = kubectl(&[
             "delete",
-            "globalrolebindings.iam.kubesphere.io",
-            &self.global_role_binding,
+            "users.iam.kubesphere.io",
+            &self.user,
             "--ignore-not-found",
         ]);
     }
@@ -291,29 +291,54 @@ fn kubectl_with_token(token: &str, args: &[&str]) -> anyhow::Result<(bool, Strin
     Ok((out.status.success(), text))
 }
 
+/// The HS256 key of the running ksiam (`KSIAM_JWT_SECRET_FILE`, one trailing newline dropped).
+fn jwt_keys() -> anyhow::Result<ksiam_token::KeySet> {
+    e2e();
+    let file = std::env::var("KSIAM_JWT_SECRET_FILE")
+        .map_err(|_| anyhow::anyhow!("KSIAM_JWT_SECRET_FILE is not set: run via `cargo xtask e2e`"))?;
+    let mut key = std::fs::read(&file)?;
+    if key.ends_with(b"\n") {
+        key.pop();
+        if key.ends_with(b"\r") {
+            key.pop();
+        }
+    }
+    Ok(ksiam_token::KeySet::legacy(&key))
+}
+
 #[test]
 fn ownership_a_workspace_manager_change_grants_nothing() -> anyhow::Result<()> {
-    let ns = TestNamespace::create("atk-manager")?;
-    let ns = ns.name();
-    let (_, token) = live_token(ns, "mallory")?;
-    let user = format!("kubesphere:serviceaccount:{ns}:mallory");
+    // A plain KubeSphere User (group system:authenticated, so the built-in GlobalRole `authenticated`, which
+    // may patch WorkspaceTemplates). A ServiceAccount's user name cannot be a manager: `:` is not allowed in
+    // the binding's user-ref label.
+    let user = format!("mallory-{}", ksiam_e2e::random_suffix());
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: iam.kubesphere.io/v1beta1\nkind: User\nmetadata:\n  name: {user}\nspec:\n  email: {user}@example.com\n"
+        ),
+    )?;
+    let token =
+        ksiam_token::Issuer::new(jwt_keys()?, ksiam_token::DEFAULT_ISSUER).issue(&ksiam_token::Claims {
+            iss: Some(ksiam_token::DEFAULT_ISSUER.into()),
+            sub: Some(user.clone()),
+            iat: Some(ksiam_token::now_unix()),
+            token_type: Some("access_token".into()),
+            username: Some(user.clone()),
+            ..Default::default()
+        })?;
+    poll(
+        "the User's token to authenticate",
+        Duration::from_secs(30),
+        || Ok((gateway_status("/api/v1/namespaces/kube-system/secrets", &token)? == 403).then_some(())),
+    )?;
     let before = get_json(&["workspacetemplates.tenant.kubesphere.io", "system-workspace"])?;
     let restore = Restore {
         manager: before["spec"]["template"]["spec"]["manager"]
             .as_str()
             .map(str::to_owned),
-        global_role_binding: format!("mallory-authenticated-{ns}"),
+        user: user.clone(),
     };
-    // KubeSphere ServiceAccounts have no groups: bind the built-in `authenticated` GlobalRole explicitly.
-    kubectl_with_stdin(
-        &["apply", "-f", "-"],
-        &format!(
-            "apiVersion: iam.kubesphere.io/v1beta1\nkind: GlobalRoleBinding\nmetadata:\n  name: {}\n\
-             roleRef:\n  apiGroup: iam.kubesphere.io\n  kind: GlobalRole\n  name: authenticated\n\
-             subjects:\n- apiGroup: kubesphere.io\n  kind: ServiceAccount\n  name: mallory\n  namespace: {ns}\n",
-            restore.global_role_binding
-        ),
-    )?;
     let secrets = "/api/v1/namespaces/kube-system/secrets";
     assert_eq!(
         gateway_status(secrets, &token)?,
@@ -347,7 +372,7 @@ fn ownership_a_workspace_manager_change_grants_nothing() -> anyhow::Result<()> {
                 &file,
             ],
         )?;
-        // Not authorized yet (the GlobalRoleBinding travels to the authorizer): try again.
+        // Not authorized yet (the User travels to the caches): try again.
         Ok((ok || !out.contains("cannot patch resource")).then_some((ok, out)))
     })?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -374,7 +399,7 @@ fn ownership_a_workspace_manager_change_grants_nothing() -> anyhow::Result<()> {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .any(|s| s["name"] == user.as_str() || s["name"] == "mallory")
+                    .any(|s| s["name"] == user.as_str())
             })
             .filter_map(|b| b["metadata"]["name"].as_str())
             .collect();
