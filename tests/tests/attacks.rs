@@ -11,3 +11,5 @@ mod escalation;
 mod grpc;
 #[path = "attacks/namespaces.rs"]
 mod namespaces;
+#[path = "attacks/ownership.rs"]
+mod ownership;

@@ -50,14 +50,24 @@ pub async fn run(args: AuthzArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot build a Kubernetes client (in-cluster or kubeconfig)")?;
-    let authenticator = match &args.jwt_secret_file {
+    let shutdown = CancellationToken::new();
+    crate::serve::shutdown_on_signals(shutdown.clone());
+    // TokenReview: the same authenticator as `ksiam all` (revocation, existence, closed until synced).
+    let (authenticator, live_watch) = match &args.jwt_secret_file {
         Some(path) => {
             let secret = crate::token::read_secret(path)?;
-            Some(Arc::new(ksiam_token::Authenticator::new(
+            let live = Arc::new(ksiam_token::LiveTokens::default());
+            let host = host_authentication(
+                &client,
                 ksiam_token::KeySet::legacy(&secret),
-            )))
+                live.clone(),
+                live,
+                &ksiam_controller::Readiness::default(),
+                &shutdown,
+            );
+            (Some(host.authenticator), Some(host.live_watch))
         }
-        None => None,
+        None => (None, None),
     };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
@@ -65,8 +75,6 @@ pub async fn run(args: AuthzArgs) -> anyhow::Result<()> {
     let store = Arc::new(PolicyStore::default());
     let service = AuthzService::new(store.clone(), Authorizer::new(args.mode), metrics.clone());
 
-    let shutdown = CancellationToken::new();
-    crate::serve::shutdown_on_signals(shutdown.clone());
     let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.grpc_listen))?;
@@ -125,7 +133,57 @@ pub async fn run(args: AuthzArgs) -> anyhow::Result<()> {
     let (grpc, webhooks) = tokio::join!(grpc, webhooks);
     shutdown.cancel();
     let _ = watch.await;
+    if let Some(live_watch) = live_watch {
+        let _ = live_watch.await;
+    }
     grpc.and(webhooks)
+}
+
+/// What [`host_authentication`] starts.
+pub(crate) struct HostAuthentication {
+    /// Verifies bearer tokens with revocation and existence checks; refuses every token until synced.
+    pub authenticator: Arc<ksiam_token::Authenticator>,
+    /// The informer caches behind the existence checks (the gateway reads them too).
+    pub caches: Arc<ksiam_gateway::Caches>,
+    /// The token-Secret watch (ends at shutdown).
+    pub live_watch: tokio::task::JoinHandle<()>,
+}
+
+/// The host-cluster authenticator of every ksiam service that authenticates tokens (`ksiam all`,
+/// `ksiam gateway`, `ksiam authz`'s TokenReview), built in one place so none of them can skip a check:
+/// revocation through the token Secrets (watched into `hold`, whose live set is `live`), existence of
+/// ServiceAccounts and Users through the informer caches, and fail-closed (every token refused) until
+/// the token-Secret watch and those caches have their first complete list.
+pub(crate) fn host_authentication(
+    client: &kube::Client,
+    keys: ksiam_token::KeySet,
+    live: Arc<ksiam_token::LiveTokens>,
+    hold: Arc<dyn ksiam_token::HoldTokens>,
+    readiness: &ksiam_controller::Readiness,
+    shutdown: &CancellationToken,
+) -> HostAuthentication {
+    let synced = readiness.register("token-secrets");
+    let live_watch = tokio::spawn(ksiam_controller::live::run(
+        client.clone(),
+        hold,
+        synced.clone(),
+        shutdown.clone().cancelled_owned(),
+    ));
+    let (directory, caches) = ksiam_gateway::KubeDirectory::start(client, shutdown);
+    let gate = caches.clone();
+    let authenticator = Arc::new(
+        ksiam_token::Authenticator::new(keys)
+            .with_live_tokens(live)
+            .with_directory(directory)
+            .with_ready(Arc::new(move || {
+                synced.is_ready() && gate.service_accounts.synced() && gate.users.synced()
+            })),
+    );
+    HostAuthentication {
+        authenticator,
+        caches,
+        live_watch,
+    }
 }
 
 /// The request flags shared by `can-i` and `who-can`.

@@ -10,11 +10,9 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Args;
-use ksiam_gateway::{
-    Gateway, GatewayConfig, GatewayParts, KubeDirectory, LocalAuthorize, Oidc, SharedRegistry,
-};
+use ksiam_gateway::{Gateway, GatewayConfig, GatewayParts, LocalAuthorize, Oidc, SharedRegistry};
 use ksiam_rbac::{Authorizer, Mode, PolicyStore};
-use ksiam_token::{Authenticator, KeySet, LiveTokens};
+use ksiam_token::{KeySet, LiveTokens};
 use tokio_util::sync::CancellationToken;
 
 /// `ksiam gateway` flags.
@@ -64,18 +62,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     // Authentication: revocation through the token Secrets, existence through the caches.
     let readiness = ksiam_controller::Readiness::default();
     let live = Arc::new(LiveTokens::default());
-    let live_watch = tokio::spawn(ksiam_controller::live::run(
-        client.clone(),
-        live.clone() as Arc<dyn ksiam_token::HoldTokens>,
-        readiness.register("token-secrets"),
-        shutdown.clone().cancelled_owned(),
-    ));
-    let (directory, caches) = KubeDirectory::start(&client, &shutdown);
-    let authenticator = Arc::new(
-        Authenticator::new(keys.clone())
-            .with_live_tokens(live)
-            .with_directory(directory),
-    );
+    let crate::authz::HostAuthentication {
+        authenticator,
+        caches,
+        live_watch,
+    } = crate::authz::host_authentication(&client, keys.clone(), live.clone(), live, &readiness, &shutdown);
 
     let gateway = Gateway::new(GatewayParts {
         config: GatewayConfig {

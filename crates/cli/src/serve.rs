@@ -246,18 +246,19 @@ pub async fn all(args: AllArgs) -> anyhow::Result<()> {
     // streams its changes), existence through the informer caches.
     let tokens = ksiam_token::grpc::TokenService::new(keys.clone(), args.common.issuer.clone());
     tokens.enforce_live_tokens(true);
-    tasks.spawn(ksiam_controller::live::run(
-        client.clone(),
+    let crate::authz::HostAuthentication {
+        authenticator,
+        caches,
+        live_watch,
+    } = crate::authz::host_authentication(
+        &client,
+        keys.clone(),
+        tokens.live_tokens().clone(),
         Arc::new(tokens.clone()),
-        readiness.register("token-secrets"),
-        shutdown.clone().cancelled_owned(),
-    ));
-    let (directory, caches) = ksiam_gateway::KubeDirectory::start(&client, &shutdown);
-    let authenticator = Arc::new(
-        ksiam_token::Authenticator::new(keys.clone())
-            .with_live_tokens(tokens.live_tokens().clone())
-            .with_directory(directory),
+        &readiness,
+        &shutdown,
     );
+    tasks.spawn(async move { drop(live_watch.await) });
     if let (Some(addr), Some(security)) = (args.token_grpc_listen, grpc_security.clone()) {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -166,6 +166,16 @@ pub struct Ready {
 }
 
 impl Ready {
+    /// Whether this component is ready.
+    pub fn is_ready(&self) -> bool {
+        self.readiness
+            .components
+            .lock()
+            .get(self.name)
+            .copied()
+            .unwrap_or(false)
+    }
+
     /// Marks the component ready (or not).
     pub fn set(&self, ready: bool) {
         self.readiness.components.lock().insert(self.name, ready);

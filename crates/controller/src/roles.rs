@@ -1,8 +1,14 @@
 //! Built-in role provisioning (spec §10.1).
 //!
 //! - Every `WorkspaceTemplate` gets the workspace-scoped BuiltinRoles whose `targetSelector` matches its labels,
-//!   as WorkspaceRoles `<ws>-<role>` labelled `kubesphere.io/workspace=<ws>`, plus a WorkspaceRoleBinding
-//!   `<ws>-admin` for its manager. So `system-workspace-admin` exists once `system-workspace` does.
+//!   as WorkspaceRoles `<ws>-<role>` labelled `kubesphere.io/workspace=<ws>`. So `system-workspace-admin`
+//!   exists once `system-workspace` does.
+//! - On its first reconcile only (while the finalizer `kubesphere.io/cascading-deletion` is absent, as
+//!   upstream), a WorkspaceTemplate with a manager gets the WorkspaceRoleBinding `<ws>-admin` for that manager,
+//!   by a create: an existing binding is left exactly as it is, and a later change of `manager` grants
+//!   nothing (the built-in GlobalRole `authenticated` may patch WorkspaceTemplates, so granting on every
+//!   change would make any user the admin of any workspace). Then the finalizer is added; it is removed when
+//!   the WorkspaceTemplate is deleted.
 //! - Every Namespace labelled `kubesphere.io/workspace` gets the namespace-scoped BuiltinRoles (`admin`,
 //!   `operator`, `viewer`) whose `targetSelector` matches its labels.
 //!
@@ -23,7 +29,7 @@ use ksiam_api::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
     runtime::{Controller, controller::Action, watcher},
 };
 use tracing::{info, warn};
@@ -128,7 +134,15 @@ fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Client>) -> Action {
 
 /// Instantiates the workspace-scoped built-in roles for one WorkspaceTemplate.
 pub async fn reconcile_workspace(wt: Arc<WorkspaceTemplate>, client: Arc<Client>) -> Result<Action, Error> {
+    let templates: Api<WorkspaceTemplate> = Api::all((*client).clone());
+    let initialised = wt
+        .finalizers()
+        .iter()
+        .any(|f| f == c::CASCADING_DELETION_FINALIZER);
     if wt.metadata.deletion_timestamp.is_some() {
+        if initialised {
+            set_finalizers(&templates, &wt, without_cascading_deletion(wt.finalizers())).await?;
+        }
         return Ok(Action::await_change());
     }
     let ws = wt.name_any();
@@ -156,42 +170,102 @@ pub async fn reconcile_workspace(wt: Arc<WorkspaceTemplate>, client: Arc<Client>
         };
         roles.patch(&name, &apply_params(), &Patch::Apply(&role)).await?;
     }
-    if let Some(manager) = wt.manager().filter(|m| !m.is_empty()) {
-        let admin = workspace_role_name(&ws, "admin");
-        let name = format!("{ws}-admin");
-        let binding = WorkspaceRoleBinding {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some(merged(
-                    None,
-                    [
-                        (c::WORKSPACE_LABEL, ws.as_str()),
-                        (c::USER_REF_LABEL, manager),
-                        (c::ROLE_REF_LABEL, admin.as_str()),
-                    ],
-                )),
-                ..Default::default()
-            },
-            spec: WorkspaceRoleBindingSpec {
-                subjects: vec![k8s_openapi::api::rbac::v1::Subject {
-                    api_group: Some(c::IAM_GROUP.into()),
-                    kind: c::USER_SUBJECT_KIND.into(),
-                    name: manager.into(),
-                    namespace: None,
-                }],
-                role_ref: k8s_openapi::api::rbac::v1::RoleRef {
-                    api_group: c::IAM_GROUP.into(),
-                    kind: c::WORKSPACE_ROLE_KIND.into(),
-                    name: admin,
-                },
-            },
-        };
-        Api::<WorkspaceRoleBinding>::all((*client).clone())
-            .patch(&name, &apply_params(), &Patch::Apply(&binding))
-            .await?;
+    if !initialised {
+        if let Some(binding) = manager_binding(&wt) {
+            create_once(&client, &binding).await?;
+        }
+        let mut finalizers = wt.finalizers().to_vec();
+        finalizers.push(c::CASCADING_DELETION_FINALIZER.to_owned());
+        set_finalizers(&templates, &wt, finalizers).await?;
     }
     info!(workspace = %ws, "workspace roles provisioned");
     Ok(Action::requeue(RESYNC))
+}
+
+/// The WorkspaceRoleBinding `<ws>-admin` that makes the WorkspaceTemplate's manager (if any) its admin.
+pub fn manager_binding(wt: &WorkspaceTemplate) -> Option<WorkspaceRoleBinding> {
+    let manager = wt.manager().filter(|m| !m.is_empty())?;
+    let ws = wt.name_any();
+    let admin = workspace_role_name(&ws, "admin");
+    let name = format!("{ws}-admin");
+    Some(WorkspaceRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name),
+            labels: Some(merged(
+                None,
+                [
+                    (c::WORKSPACE_LABEL, ws.as_str()),
+                    (c::USER_REF_LABEL, manager),
+                    (c::ROLE_REF_LABEL, admin.as_str()),
+                ],
+            )),
+            ..Default::default()
+        },
+        spec: WorkspaceRoleBindingSpec {
+            subjects: vec![k8s_openapi::api::rbac::v1::Subject {
+                api_group: Some(c::IAM_GROUP.into()),
+                kind: c::USER_SUBJECT_KIND.into(),
+                name: manager.into(),
+                namespace: None,
+            }],
+            role_ref: k8s_openapi::api::rbac::v1::RoleRef {
+                api_group: c::IAM_GROUP.into(),
+                kind: c::WORKSPACE_ROLE_KIND.into(),
+                name: admin,
+            },
+        },
+    })
+}
+
+/// Creates `binding` unless a binding of that name exists, which is then left exactly as it is.
+async fn create_once(client: &Client, binding: &WorkspaceRoleBinding) -> Result<(), Error> {
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match Api::<WorkspaceRoleBinding>::all(client.clone())
+        .create(&params, binding)
+        .await
+    {
+        Ok(_) => {
+            info!(binding = %binding.name_any(), "workspace manager bound");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `finalizers` without `kubesphere.io/cascading-deletion`.
+pub fn without_cascading_deletion(finalizers: &[String]) -> Vec<String> {
+    finalizers
+        .iter()
+        .filter(|f| *f != c::CASCADING_DELETION_FINALIZER)
+        .cloned()
+        .collect()
+}
+
+/// Writes the WorkspaceTemplate's finalizers, conditional on the resourceVersion read (a conflict requeues).
+async fn set_finalizers(
+    templates: &Api<WorkspaceTemplate>,
+    wt: &WorkspaceTemplate,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": wt.resource_version() },
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match templates
+        .patch(&wt.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Instantiates the namespace-scoped built-in roles in one namespace that belongs to a workspace.
@@ -265,6 +339,37 @@ mod tests {
         assert!(selector_matches(&e("Exists", None), &labels));
         assert!(!selector_matches(&e("DoesNotExist", None), &labels));
         assert!(!selector_matches(&e("Bogus", None), &labels));
+    }
+
+    #[test]
+    fn the_manager_binding_names_the_manager_and_the_admin_role() {
+        let mut wt: WorkspaceTemplate = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenant.kubesphere.io/v1beta1",
+            "kind": "WorkspaceTemplate",
+            "metadata": {"name": "ws1"},
+            "spec": {"template": {"spec": {"manager": "alice"}}},
+        }))
+        .unwrap();
+        let b = manager_binding(&wt).unwrap();
+        assert_eq!(b.name_any(), "ws1-admin");
+        assert_eq!(b.spec.role_ref.name, "ws1-admin");
+        assert_eq!(b.spec.subjects.len(), 1);
+        assert_eq!(b.spec.subjects[0].name, "alice");
+        assert_eq!(b.labels()[c::USER_REF_LABEL], "alice");
+        wt.spec.template.spec.manager = Some(String::new());
+        assert!(manager_binding(&wt).is_none(), "no manager, no binding");
+        wt.spec.template.spec.manager = None;
+        assert!(manager_binding(&wt).is_none());
+    }
+
+    #[test]
+    fn only_the_cascading_deletion_finalizer_is_removed() {
+        let f = vec![
+            "a".to_owned(),
+            c::CASCADING_DELETION_FINALIZER.to_owned(),
+            "b".to_owned(),
+        ];
+        assert_eq!(without_cascading_deletion(&f), ["a", "b"]);
     }
 
     #[test]

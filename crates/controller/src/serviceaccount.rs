@@ -144,45 +144,30 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
     }
 
     let uid = sa.uid().ok_or(Error::MissingUid)?;
-    // `secrets[0]` names the token Secret. Keep it while it exists (even if it is not a token Secret of
-    // this ServiceAccount: a user's choice, reported as InvalidSecret below, as upstream does). When it is
-    // empty or the Secret is gone, adopt a Secret we created before (a retry after a failed update, or a
-    // restart between create and update) or create a new one.
-    let first = sa.spec.secrets.first().and_then(|r| r.name.clone());
     // Listed once: used to find `secrets[0]`, to adopt a Secret, to skip re-reading valid ones, to delete strays.
     let ours = secrets_of_uid(&secrets, &uid).await?;
-    // Token Secrets of this ServiceAccount known valid from that list (or created below): neither `secrets[0]`
-    // nor the check of `secrets` reads them again.
+    // Token Secrets we own for this ServiceAccount (and the one created below): neither `secrets[0]` nor the
+    // check of `secrets` reads them again.
     let mut valid: Vec<String> = ours
         .iter()
-        .filter(|s| is_token_secret_of(s, &name) && s.meta().deletion_timestamp.is_none())
+        .filter(|s| is_owned_token_secret(s, &name, &uid) && s.meta().deletion_timestamp.is_none())
         .map(ResourceExt::name_any)
         .collect();
-    let existing = match &first {
-        Some(n) if valid.contains(n) => Some(n.clone()),
-        Some(n) => secrets.get_opt(n).await?.map(|s| s.name_any()),
+    let first_name = sa.spec.secrets.first().and_then(|r| r.name.clone());
+    let first = match &first_name {
+        Some(n) if valid.contains(n) => ours.iter().find(|s| s.name_any() == *n).cloned(),
+        Some(n) => secrets.get_opt(n).await?,
         None => None,
     };
+    let choice = choose_token_secret(&name, &uid, first.as_ref(), &ours);
     let mut created = false;
-    let token_secret = match existing {
-        Some(n) => n,
-        None => {
-            let mut ours: Vec<&Secret> = ours
-                .iter()
-                .filter(|s| is_token_secret_of(s, &name) && s.meta().deletion_timestamp.is_none())
-                .collect();
-            ours.sort_by(|a, b| {
-                (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any()))
-            });
-            match ours.into_iter().next() {
-                Some(s) => s.name_any(),
-                None => {
-                    created = true;
-                    let n = create_token_secret(&ctx, &secrets, &ns, &name, &uid, token_ttl(&sa)).await?;
-                    valid.push(n.clone());
-                    n
-                }
-            }
+    let token_secret = match &choice {
+        Choice::Keep(n) | Choice::Adopt(n) => n.clone(),
+        Choice::Create => {
+            created = true;
+            let n = create_token_secret(&ctx, &secrets, &ns, &name, &uid, token_ttl(&sa)).await?;
+            valid.push(n.clone());
+            n
         }
     };
 
@@ -197,11 +182,7 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
         namespace: Some(ns.clone()),
         ..Default::default()
     };
-    match desired.spec.secrets.first_mut() {
-        Some(r) if r.name.as_deref() == Some(token_secret.as_str()) => {}
-        Some(r) => *r = reference,
-        None => desired.spec.secrets.push(reference),
-    }
+    set_first_secret(&mut desired.spec.secrets, reference, first.as_ref());
     if desired.finalizers() != sa.finalizers() || desired.spec.secrets != sa.spec.secrets {
         // Server-side apply of the two fields we own. The resourceVersion we read is a precondition: a change
         // since then is a conflict that requeues, and the retry adopts the Secret created above instead of
@@ -237,16 +218,81 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
         }
     }
 
-    // Strays we created (races between replicas, or an old recreated secret) are deleted.
-    for stray in &ours {
-        if stray.name_any() != token_secret && stray.meta().deletion_timestamp.is_none() {
-            delete_ignoring_missing(&secrets, &stray.name_any()).await?;
-        }
+    // Strays we created (races between replicas, or an old recreated secret) are deleted; nothing else is.
+    for stray in strays(&ours, &name, &uid, &token_secret) {
+        delete_ignoring_missing(&secrets, &stray).await?;
     }
 
     check_secrets(&ctx, &desired, &secrets, &valid).await?;
     restart_stale_workloads(&ctx, &ns, &name, &token_secret).await;
-    rotate_if_due(&ctx, &sa, &secrets, &token_secret).await
+    rotate_if_due(&ctx, &sa, &uid, &secrets, &token_secret).await
+}
+
+/// Whether `secret` is a token Secret this controller created for the ServiceAccount `sa_name` with UID
+/// `uid` (the only Secrets it ever writes into or deletes while the ServiceAccount lives).
+pub fn is_owned_token_secret(secret: &Secret, sa_name: &str, uid: &str) -> bool {
+    is_token_secret_of(secret, sa_name)
+        && secret.labels().get(OWNER_UID_LABEL).map(String::as_str) == Some(uid)
+}
+
+/// Which Secret serves as the ServiceAccount's token Secret (`secrets[0]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// `secrets[0]` as it is: a token Secret of this ServiceAccount (ours, or made by hand or by KubeSphere).
+    Keep(String),
+    /// A token Secret we created before (a retry after a failed update, or a restart between create and update).
+    Adopt(String),
+    /// A new one.
+    Create,
+}
+
+/// Chooses the token Secret: `secrets[0]` (`first`, as read) while it is a token Secret annotated for this
+/// ServiceAccount and not being deleted; otherwise the oldest token Secret we own (`ours`, the Secrets with
+/// our UID label), otherwise a new one. A `secrets[0]` naming anything else (another ServiceAccount's token
+/// Secret, another type) is never used: the ServiceAccount gets its own.
+pub fn choose_token_secret(sa_name: &str, uid: &str, first: Option<&Secret>, ours: &[Secret]) -> Choice {
+    if let Some(s) = first
+        && is_token_secret_of(s, sa_name)
+        && s.meta().deletion_timestamp.is_none()
+    {
+        return Choice::Keep(s.name_any());
+    }
+    ours.iter()
+        .filter(|s| is_owned_token_secret(s, sa_name, uid) && s.meta().deletion_timestamp.is_none())
+        .min_by_key(|s| (s.creation_timestamp(), s.name_any()))
+        .map_or(Choice::Create, |s| Choice::Adopt(s.name_any()))
+}
+
+/// Puts `reference` first in `secrets`. A first entry naming a Secret that exists (`first`) but is not this
+/// ServiceAccount's stays in the list, after it, untouched (the check of `secrets` reports it); one naming a
+/// missing Secret or a token Secret being deleted is replaced.
+pub fn set_first_secret(
+    secrets: &mut Vec<ObjectReference>,
+    reference: ObjectReference,
+    first: Option<&Secret>,
+) {
+    match secrets.first_mut() {
+        Some(r) if r.name == reference.name => {}
+        Some(_) if first.is_some_and(|s| s.meta().deletion_timestamp.is_none()) => {
+            secrets.insert(0, reference);
+        }
+        Some(r) => *r = reference,
+        None => secrets.push(reference),
+    }
+}
+
+/// The Secrets among `ours` (listed by our UID label) to delete: token Secrets we own for this ServiceAccount,
+/// other than `token_secret`. A Secret of another type or for another ServiceAccount that carries the label
+/// is left alone.
+pub fn strays(ours: &[Secret], sa_name: &str, uid: &str, token_secret: &str) -> Vec<String> {
+    ours.iter()
+        .filter(|s| {
+            is_owned_token_secret(s, sa_name, uid)
+                && s.name_any() != token_secret
+                && s.meta().deletion_timestamp.is_none()
+        })
+        .map(ResourceExt::name_any)
+        .collect()
 }
 
 /// The token lifetime the ServiceAccount asks for (see [`crate::TOKEN_TTL_ANNOTATION`]); invalid values are
@@ -267,6 +313,7 @@ pub fn token_ttl(sa: &ServiceAccount) -> Option<i64> {
 async fn rotate_if_due(
     ctx: &Context,
     sa: &ServiceAccount,
+    uid: &str,
     secrets: &Api<Secret>,
     secret: &str,
 ) -> Result<Action, Error> {
@@ -276,6 +323,11 @@ async fn rotate_if_due(
     let Some(current) = secrets.get_opt(secret).await? else {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
+    // Only a token Secret we created for this ServiceAccount is ever written (checked on the Secret as read
+    // now; the resourceVersion below makes the write fail if it changed since).
+    if !is_owned_token_secret(&current, &sa.name_any(), uid) {
+        return Ok(Action::await_change());
+    }
     let token = current
         .data
         .as_ref()
@@ -566,4 +618,130 @@ async fn restart_owner(ctx: &Context, ns: &str, kind: &str, name: &str) -> Resul
         other => warn!(kind = %other, "cannot restart a workload of this kind"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    const UID: &str = "uid-thief";
+
+    /// A Secret `name` of `type_`, annotated for `sa` (if any), labelled with `uid` (if any).
+    fn secret(name: &str, type_: &str, sa: Option<&str>, uid: Option<&str>) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.name = Some(name.into());
+        s.metadata.namespace = Some("ns".into());
+        s.metadata.annotations =
+            sa.map(|n| BTreeMap::from([(c::SERVICE_ACCOUNT_NAME_ANNOTATION.to_owned(), n.to_owned())]));
+        s.metadata.labels = uid.map(|u| BTreeMap::from([(OWNER_UID_LABEL.to_owned(), u.to_owned())]));
+        s.type_ = Some(type_.into());
+        s
+    }
+
+    fn token_secret(name: &str, sa: &str, uid: Option<&str>) -> Secret {
+        secret(name, c::SERVICE_ACCOUNT_TOKEN_SECRET_TYPE, Some(sa), uid)
+    }
+
+    fn deleting(mut s: Secret) -> Secret {
+        s.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        s
+    }
+
+    fn reference(name: &str) -> ObjectReference {
+        ObjectReference {
+            name: Some(name.into()),
+            ..Default::default()
+        }
+    }
+
+    fn names(refs: &[ObjectReference]) -> Vec<&str> {
+        refs.iter().filter_map(|r| r.name.as_deref()).collect()
+    }
+
+    #[test]
+    fn another_service_accounts_token_secret_is_never_chosen() {
+        let victim = token_secret("victim-abcde", "victim", Some("uid-victim"));
+        assert_eq!(
+            choose_token_secret("thief", UID, Some(&victim), &[]),
+            Choice::Create
+        );
+        // Even when it carries the thief's UID label (labels are easy to add).
+        let labelled = token_secret("victim-abcde", "victim", Some(UID));
+        assert_eq!(
+            choose_token_secret("thief", UID, Some(&labelled), std::slice::from_ref(&labelled)),
+            Choice::Create
+        );
+        let opaque = secret("opaque", "Opaque", Some("thief"), Some(UID));
+        assert_eq!(
+            choose_token_secret("thief", UID, Some(&opaque), std::slice::from_ref(&opaque)),
+            Choice::Create,
+            "another type"
+        );
+    }
+
+    #[test]
+    fn a_token_secret_of_this_service_account_is_kept_or_adopted() {
+        let own = token_secret("thief-aaaaa", "thief", Some(UID));
+        assert_eq!(
+            choose_token_secret("thief", UID, Some(&own), std::slice::from_ref(&own)),
+            Choice::Keep("thief-aaaaa".into())
+        );
+        // Made by hand (or by KubeSphere) for this ServiceAccount: kept as the user's choice, never written.
+        let hand_made = token_secret("by-hand", "thief", None);
+        assert_eq!(
+            choose_token_secret("thief", UID, Some(&hand_made), &[]),
+            Choice::Keep("by-hand".into())
+        );
+        assert!(!is_owned_token_secret(&hand_made, "thief", UID));
+        assert!(is_owned_token_secret(&own, "thief", UID));
+        assert!(!is_owned_token_secret(&own, "thief", "another-uid"));
+        // secrets[0] missing or being deleted: the one we own is adopted.
+        assert_eq!(
+            choose_token_secret("thief", UID, None, std::slice::from_ref(&own)),
+            Choice::Adopt("thief-aaaaa".into())
+        );
+        let going = deleting(token_secret("thief-bbbbb", "thief", Some(UID)));
+        assert_eq!(
+            choose_token_secret("thief", UID, Some(&going), &[going.clone(), own.clone()]),
+            Choice::Adopt("thief-aaaaa".into())
+        );
+        assert_eq!(
+            choose_token_secret("thief", UID, Some(&going), std::slice::from_ref(&going)),
+            Choice::Create
+        );
+    }
+
+    #[test]
+    fn a_foreign_first_entry_stays_in_the_list_after_our_own() {
+        let victim = token_secret("victim-abcde", "victim", Some("uid-victim"));
+        let mut refs = vec![reference("victim-abcde"), reference("other")];
+        set_first_secret(&mut refs, reference("thief-aaaaa"), Some(&victim));
+        assert_eq!(names(&refs), ["thief-aaaaa", "victim-abcde", "other"]);
+        // Stable: the next reconcile keeps secrets[0].
+        set_first_secret(&mut refs, reference("thief-aaaaa"), None);
+        assert_eq!(names(&refs), ["thief-aaaaa", "victim-abcde", "other"]);
+        // A missing first entry is replaced; an empty list gets one.
+        let mut refs = vec![reference("gone"), reference("other")];
+        set_first_secret(&mut refs, reference("thief-bbbbb"), None);
+        assert_eq!(names(&refs), ["thief-bbbbb", "other"]);
+        let mut refs = Vec::new();
+        set_first_secret(&mut refs, reference("thief-ccccc"), None);
+        assert_eq!(names(&refs), ["thief-ccccc"]);
+    }
+
+    #[test]
+    fn only_our_token_secrets_are_strays() {
+        let ours = [
+            token_secret("thief-aaaaa", "thief", Some(UID)),
+            token_secret("thief-bbbbb", "thief", Some(UID)),
+            // The UID label on other Secrets means nothing.
+            secret("config", "Opaque", None, Some(UID)),
+            secret("config-annotated", "Opaque", Some("thief"), Some(UID)),
+            token_secret("victim-abcde", "victim", Some(UID)),
+            deleting(token_secret("thief-ccccc", "thief", Some(UID))),
+        ];
+        assert_eq!(strays(&ours, "thief", UID, "thief-aaaaa"), ["thief-bbbbb"]);
+    }
 }

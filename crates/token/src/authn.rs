@@ -51,6 +51,9 @@ pub enum AuthError {
     /// The user named by the token does not exist or is disabled.
     #[error("{0}")]
     User(String),
+    /// The state authentication depends on (the token Secrets) has not been read yet: fail closed.
+    #[error("authentication is not ready yet")]
+    NotReady,
 }
 
 /// Verifies bearer tokens and resolves them to users.
@@ -59,6 +62,7 @@ pub struct Authenticator {
     cache: VerifyCache,
     live: Option<Arc<LiveTokens>>,
     directory: Option<Arc<dyn Directory>>,
+    ready: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -67,6 +71,7 @@ impl std::fmt::Debug for Authenticator {
             .field("cache", &self.cache)
             .field("revocation", &self.live.is_some())
             .field("directory", &self.directory.is_some())
+            .field("gated", &self.ready.is_some())
             .finish()
     }
 }
@@ -80,6 +85,7 @@ impl Authenticator {
             cache: VerifyCache::new(65_536, Duration::from_secs(10)),
             live: None,
             directory: None,
+            ready: None,
         }
     }
 
@@ -95,6 +101,13 @@ impl Authenticator {
         self
     }
 
+    /// Every token is refused ([`AuthError::NotReady`]) until `ready` returns true: the revocation set is
+    /// complete only once the token-Secret watch has listed every Secret.
+    pub fn with_ready(mut self, ready: Arc<dyn Fn() -> bool + Send + Sync>) -> Self {
+        self.ready = Some(ready);
+        self
+    }
+
     /// Replaces the verification keys (rotation) and forgets cached verifications.
     pub fn set_keys(&self, keys: KeySet) {
         self.verifier.store(Arc::new(Verifier::new(keys)));
@@ -103,6 +116,11 @@ impl Authenticator {
 
     /// Authenticates a bearer token.
     pub fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
+        if let Some(ready) = &self.ready
+            && !ready()
+        {
+            return Err(AuthError::NotReady);
+        }
         let verified = self
             .cache
             .get_or_verify(token, |t| self.verifier.load().verify(t))?;
@@ -219,6 +237,21 @@ mod tests {
             authn.authenticate("a.b").unwrap_err().to_string(),
             "token contains an invalid number of segments"
         );
+    }
+
+    #[test]
+    fn nothing_authenticates_until_ready() {
+        let (issuer, authn, live) = setup();
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = ready.clone();
+        let authn = authn.with_ready(Arc::new(move || gate.load(std::sync::atomic::Ordering::Acquire)));
+        let token = issuer
+            .issue_sa_token("default", "sample", crate::now_unix(), None)
+            .unwrap();
+        live.hold("default/sample-abcde", &token);
+        assert_eq!(authn.authenticate(&token).unwrap_err(), AuthError::NotReady);
+        ready.store(true, std::sync::atomic::Ordering::Release);
+        assert!(authn.authenticate(&token).is_ok());
     }
 
     #[test]
