@@ -179,7 +179,8 @@ async fn path_confusion_never_reaches_a_forbidden_resource() {
         ),
         (
             "/api/v1/namespaces/default/pods?x=/../../kube-system",
-            Upstream("/api/v1/namespaces/default/pods?x=/../../kube-system"),
+            // Forwarded as the authorizer read it, re-encoded.
+            Upstream("/api/v1/namespaces/default/pods?x=%2F..%2F..%2Fkube-system"),
         ),
         ("/api/v1/namespaces/kube-system/pods", Refused),
         ("/api/v1/namespaces/default/../kube-system/pods", Refused),
@@ -238,7 +239,7 @@ async fn path_confusion_never_reaches_a_forbidden_resource() {
             }
             Refused => {
                 assert!(
-                    matches!(status, 400 | 403),
+                    matches!(status, 400 | 403 | 404),
                     "{target}: expected a refusal, got {status}"
                 );
                 assert_eq!(
@@ -256,7 +257,7 @@ async fn path_confusion_never_reaches_a_forbidden_resource() {
 }
 
 #[tokio::test]
-async fn unknown_cluster_is_400_plain_text() {
+async fn unknown_clusters_are_404_after_authentication_only() {
     let h = start().await;
     let (status, body) = h
         .get(
@@ -265,8 +266,13 @@ async fn unknown_cluster_is_400_plain_text() {
             GO_UA,
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body, "cluster nowhere not exists\n");
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("cluster nowhere not found"), "{body}");
+    // Anonymous callers learn nothing about which clusters exist.
+    let (status, _) = h
+        .get("/clusters/nowhere/api/v1/namespaces/default/pods", None, GO_UA)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 // === tenant API ===
@@ -422,6 +428,7 @@ async fn caller_credentials_never_reach_kube_apiserver() {
         .header("X-KubeSphere-Authorization", "Bearer other")
         .header("Connection", "keep-alive, X-Hop")
         .header("X-Hop", "1")
+        .header("X-Forwarded-For", "203.0.113.9")
         .header("Accept", "application/json")
         .body(Body::empty())
         .unwrap();
@@ -433,7 +440,6 @@ async fn caller_credentials_never_reach_kube_apiserver() {
         let n = name.as_str();
         assert!(
             !(n == "authorization"
-                || n.starts_with("impersonate-")
                 || n.starts_with("x-remote-")
                 || n.starts_with("x-kubesphere-")
                 || n == "x-hop"),
@@ -441,6 +447,50 @@ async fn caller_credentials_never_reach_kube_apiserver() {
         );
     }
     assert_eq!(seen.headers["accept"], "application/json");
+    // The caller's own impersonation is dropped; the gateway impersonates the caller it authenticated.
+    let all = |name: &str| -> Vec<&str> {
+        seen.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        all("impersonate-user"),
+        ["kubesphere:serviceaccount:default:sample"]
+    );
+    assert!(
+        all("impersonate-group").is_empty(),
+        "ServiceAccounts have no groups"
+    );
+    assert!(all("impersonate-uid").is_empty());
+    assert!(all("impersonate-extra-scopes").is_empty());
+    assert_eq!(
+        all("impersonate-extra-ksiam.kubesphere.io%2fauthenticated-by"),
+        ["ksiam"]
+    );
+    // X-Forwarded-For is the gateway's own, from the connection.
+    assert_eq!(all("x-forwarded-for"), ["127.0.0.1"]);
+}
+
+#[tokio::test]
+async fn without_impersonation_the_gateway_sends_no_impersonation_headers() {
+    let h = start_with(|c| c.impersonate = false).await;
+    let req = http::Request::get(h.url("/api/v1/namespaces/default/pods"))
+        .header(header::AUTHORIZATION, format!("Bearer {}", h.token("sample")))
+        .header("Impersonate-User", "admin")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, _) = h.send(req).await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = h.upstream.seen.lock().last().cloned().unwrap();
+    assert!(
+        seen.headers
+            .keys()
+            .all(|n| !n.as_str().starts_with("impersonate-")),
+        "{:?}",
+        seen.headers
+    );
 }
 
 #[tokio::test]
