@@ -4,6 +4,7 @@
 //! `KSIAM_E2E=1`, `KUBECONFIG`, `KSIAM_KUBECTL` and `KSIAM_E2E_RUN_DIR`. Without them every test fails
 //! (never skips) and says how to run it.
 
+mod access;
 mod env;
 mod grpc;
 mod kubectl;
@@ -13,6 +14,10 @@ mod seed;
 mod webhook;
 
 pub use self::{
+    access::{
+        api_server, gateway_addr, gateway_request, kubectl_with_token, service_account_token,
+        token_kubeconfig,
+    },
     env::{E2e, e2e, workspace_root},
     grpc::{GrpcIdentity, grpc_ca_pem, grpc_channel, grpc_tls, grpc_tls_anonymous},
     kubectl::{apply, get_json, kubectl, kubectl_with_stdin},

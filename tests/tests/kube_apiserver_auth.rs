@@ -4,43 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use ksiam_e2e::{TestNamespace, e2e, kubectl, kubectl_with_stdin, poll, secret_token, token_secret_name};
-
-/// Runs kubectl with nothing but `token` as credentials (no client certificate): `(succeeded, output)`.
-fn kubectl_with_token(token: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
-    let admin: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&e2e().kubeconfig)?)?;
-    let cluster = &admin["clusters"][0]["cluster"];
-    let server = cluster["server"].as_str().unwrap_or_default();
-    let ca = cluster["certificate-authority"].as_str().map(str::to_owned);
-    let ca_data = cluster["certificate-authority-data"].as_str().map(str::to_owned);
-    let dir = std::env::temp_dir().join(format!("ksiam-e2e-token-{}", ksiam_e2e::random_suffix()));
-    std::fs::create_dir_all(&dir)?;
-    let kubeconfig = dir.join("kubeconfig");
-    let ca_line = match (ca, ca_data) {
-        (Some(path), _) => format!("certificate-authority: {path}"),
-        (None, Some(data)) => format!("certificate-authority-data: {data}"),
-        (None, None) => anyhow::bail!("the admin kubeconfig names no CA"),
-    };
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    {ca_line}\n\
-             users:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sa}}\n\
-             current-context: c\n"
-        ),
-    )?;
-    let out = std::process::Command::new(&e2e().kubectl)
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(args)
-        .output()?;
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out.status.success(), text))
-}
+use ksiam_e2e::{
+    TestNamespace, kubectl, kubectl_with_stdin, kubectl_with_token, poll, secret_token, token_secret_name,
+};
 
 #[test]
 fn kubectl_with_a_kubesphere_service_account_token_against_kube_apiserver() -> anyhow::Result<()> {

@@ -282,6 +282,20 @@ fn embed<K: Serialize>(obj: &K) -> RawExtension {
 
 // --- GlobalRoles ---
 
+/// The WorkspaceRole a built-in workspace role becomes in a workspace: `<ws>-<role>`, or `<role>.<fnv hash of
+/// ws>` when that would exceed 63 characters (spec §10.1). The role provisioner creates these names and the
+/// admission checks look them up, so both use this one function.
+pub fn workspace_role_name(workspace: &str, role: &str) -> String {
+    let name = format!("{workspace}-{role}");
+    if name.len() <= 63 {
+        return name;
+    }
+    let hash = workspace.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("{role}.{hash:x}")
+}
+
 /// `platform-admin`: everything everywhere, plus a Rego override allowing every
 /// Cluster/Workspace/Namespace request. Aggregates every global role template.
 pub fn platform_admin() -> GlobalRole {

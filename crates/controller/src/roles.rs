@@ -59,18 +59,7 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
     labels_ok && exprs_ok
 }
 
-/// The WorkspaceRole name for a built-in role in a workspace: `<ws>-<role>`, or `<role>.<hash of ws>` when
-/// that would exceed 63 characters.
-pub fn workspace_role_name(workspace: &str, role: &str) -> String {
-    let name = format!("{workspace}-{role}");
-    if name.len() <= 63 {
-        return name;
-    }
-    let hash = workspace.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    format!("{role}.{hash:x}")
-}
+pub use ksiam_api::builtin::workspace_role_name;
 
 async fn builtin_roles(client: &Client, scope: &str) -> Result<Vec<BuiltinRole>, Error> {
     let api: Api<BuiltinRole> = Api::all(client.clone());

@@ -111,7 +111,7 @@ pub fn encode(decoded: &str) -> String {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-fn hex(b: u8) -> Option<u8> {
+pub(crate) fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

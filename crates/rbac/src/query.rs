@@ -153,8 +153,8 @@ fn unescape(s: &str) -> Result<String, QueryError> {
         match bytes[i] {
             b'%' => {
                 let (Some(h), Some(l)) = (
-                    bytes.get(i + 1).copied().and_then(hex),
-                    bytes.get(i + 2).copied().and_then(hex),
+                    bytes.get(i + 1).copied().and_then(crate::path::hex),
+                    bytes.get(i + 2).copied().and_then(crate::path::hex),
                 ) else {
                     return Err(QueryError::BadEscape);
                 };
@@ -184,15 +184,6 @@ fn escape_into(out: &mut String, s: &str) {
             out.push(char::from(HEX[usize::from(b >> 4)]));
             out.push(char::from(HEX[usize::from(b & 15)]));
         }
-    }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 

@@ -371,18 +371,7 @@ fn is_deleting(object: &Value) -> bool {
         .is_some_and(|t| !t.is_null())
 }
 
-/// The WorkspaceRole a built-in role becomes in a workspace: `<ws>-<role>`, or `<role>.<hash of ws>` when
-/// that would exceed 63 characters (the role provisioner's naming, `ksiam_controller::roles`).
-pub fn workspace_role_name(workspace: &str, role: &str) -> String {
-    let name = format!("{workspace}-{role}");
-    if name.len() <= 63 {
-        return name;
-    }
-    let hash = workspace.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    format!("{role}.{hash:x}")
-}
+pub use ksiam_api::builtin::workspace_role_name;
 
 // === namespaces ===
 

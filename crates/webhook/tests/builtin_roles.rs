@@ -415,13 +415,3 @@ fn no_builtin_role_grants_more_than_itself_through_the_controllers() {
     );
     assert!(checked >= roles.len() * 2 * 10, "{checked}");
 }
-
-#[test]
-fn the_checked_role_name_is_the_provisioners() {
-    for ws in ["system-workspace", &"w".repeat(60), &"v".repeat(60)] {
-        assert_eq!(
-            workspace_role_name(ws, "admin"),
-            ksiam_controller::roles::workspace_role_name(ws, "admin")
-        );
-    }
-}

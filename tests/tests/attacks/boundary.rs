@@ -7,93 +7,15 @@ use std::{
     time::Duration,
 };
 
-use ksiam_e2e::{TestNamespace, e2e, kubectl, kubectl_with_stdin, poll, secret_token, token_secret_name};
-
-fn gateway() -> String {
-    e2e();
-    let url = std::env::var("KSIAM_GATEWAY").expect("KSIAM_GATEWAY is not set: run via `cargo xtask e2e`");
-    url.trim_start_matches("http://").trim_end_matches('/').to_owned()
-}
-
-/// A request with `target` and `headers` written verbatim; returns the status and the body.
-fn send(
-    method: &str,
-    target: &str,
-    token: Option<&str>,
-    headers: &[(&str, &str)],
-) -> anyhow::Result<(u16, String)> {
-    let mut tcp = TcpStream::connect(gateway())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: ks-apiserver\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    tcp.write_all(head.as_bytes())?;
-    let mut out = Vec::new();
-    let _ = tcp.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Ok((status, body.to_owned()))
-}
-
-fn service_account_token(ns: &str, name: &str) -> anyhow::Result<String> {
-    kubectl_with_stdin(
-        &["apply", "-f", "-"],
-        &format!(
-            "apiVersion: kubesphere.io/v1alpha1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {ns}\n"
-        ),
-    )?;
-    secret_token(ns, &token_secret_name(ns, name)?)
-}
-
-/// Runs kubectl with nothing but `token` as credentials: `(succeeded, output)`.
-fn kubectl_with_token(token: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
-    let admin: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&e2e().kubeconfig)?)?;
-    let cluster = &admin["clusters"][0]["cluster"];
-    let server = cluster["server"].as_str().unwrap_or_default();
-    let ca_line = match (
-        cluster["certificate-authority"].as_str(),
-        cluster["certificate-authority-data"].as_str(),
-    ) {
-        (Some(path), _) => format!("certificate-authority: {path}"),
-        (None, Some(data)) => format!("certificate-authority-data: {data}"),
-        (None, None) => anyhow::bail!("the admin kubeconfig names no CA"),
-    };
-    let dir = std::env::temp_dir().join(format!("ksiam-e2e-attack-{}", ksiam_e2e::random_suffix()));
-    std::fs::create_dir_all(&dir)?;
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    {ca_line}\n\
-             users:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\n\
-             current-context: c\n"
-        ),
-    )?;
-    let out = std::process::Command::new(&e2e().kubectl)
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(args)
-        .output()?;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok((
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
-}
+use ksiam_e2e::{
+    TestNamespace, gateway_addr, gateway_request, kubectl, kubectl_with_stdin, kubectl_with_token, poll,
+    service_account_token,
+};
 
 /// Waits until `token` gets 200 for `target` through the gateway (the binding reached the authorizer).
 fn wait_allowed(token: &str, target: &str) -> anyhow::Result<String> {
     poll(&format!("200 for {target}"), Duration::from_secs(15), || {
-        let (status, body) = send("GET", target, Some(token), &[])?;
+        let (status, body) = gateway_request("GET", target, Some(token), &[])?;
         Ok((status == 200).then_some(body))
     })
 }
@@ -134,7 +56,7 @@ subjects:
         "the workspace-scoped watch to be allowed",
         Duration::from_secs(15),
         || {
-            let mut tcp = TcpStream::connect(gateway())?;
+            let mut tcp = TcpStream::connect(gateway_addr())?;
             tcp.set_read_timeout(Some(Duration::from_secs(3)))?;
             write!(
                 tcp,
@@ -150,7 +72,7 @@ subjects:
         "#&watch=1&labelSelector=kubesphere.io/workspace%3Dsystem-workspace",
         "x=1#&watch=1&labelSelector=kubesphere.io%2Fworkspace%3Dsystem-workspace",
     ] {
-        let (status, body) = send(
+        let (status, body) = gateway_request(
             "GET",
             "/api/v1/secrets",
             Some(&token),
@@ -160,7 +82,7 @@ subjects:
         assert!(!body.contains("precious"), "{raw}: {body}");
     }
     // Two readings of `watch` (first says list, last says watch).
-    let (status, body) = send(
+    let (status, body) = gateway_request(
         "GET",
         "/api/v1/secrets?watch=1&labelSelector=kubesphere.io%2Fworkspace%3Dsystem-workspace&watch=0",
         Some(&token),
@@ -228,12 +150,12 @@ subjects:
         "fieldSelector=metadata.name%3Dallowed&fieldSelector=metadata.name%3Dprecious",
         "fieldSelector=metadata.name%3Dallowed;fieldSelector=",
     ] {
-        let (status, body) = send("GET", &format!("{list}?{query}"), Some(&token), &[])?;
+        let (status, body) = gateway_request("GET", &format!("{list}?{query}"), Some(&token), &[])?;
         assert_eq!(status, 400, "{query}: {body}");
         assert!(!body.contains("precious"), "{query}: {body}");
     }
     // Kubernetes reads the sorted terms: the first `metadata.name` after sorting is the one authorized.
-    let (status, body) = send(
+    let (status, body) = gateway_request(
         "GET",
         &format!("{list}?fieldSelector=metadata.name%3Dprecious,metadata.name%3Dallowed"),
         Some(&token),
@@ -283,7 +205,7 @@ subjects:
     ] {
         let target = format!("/api/v1/namespaces/{ns}/pods/p/{sub}");
         for headers in [&upgrade[..], &[]] {
-            let (status, body) = send("GET", &target, Some(&token), headers)?;
+            let (status, body) = gateway_request("GET", &target, Some(&token), headers)?;
             assert_eq!(status, 403, "{target}: {body}");
             assert!(body.contains("cannot create resource"), "{target}: {body}");
         }
@@ -343,7 +265,8 @@ subjects:
             !ok && out.contains("Forbidden"),
             "a cluster viewer listed Users: {out}"
         );
-        let (status, body) = send("GET", "/apis/iam.kubesphere.io/v1beta1/users", Some(&token), &[])?;
+        let (status, body) =
+            gateway_request("GET", "/apis/iam.kubesphere.io/v1beta1/users", Some(&token), &[])?;
         assert_eq!(status, 403, "the gateway agrees: {body}");
         // (cluster-viewer itself allows GET on every non-resource URL; a ServiceAccount with no binding
         // must not get kube-apiserver's /metrics through the gateway's allow-list.)
@@ -394,7 +317,7 @@ subjects:
         "a SelfSubjectReview through the gateway",
         Duration::from_secs(15),
         || {
-            let mut tcp = TcpStream::connect(gateway())?;
+            let mut tcp = TcpStream::connect(gateway_addr())?;
             tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
             write!(
                 tcp,
@@ -423,13 +346,13 @@ subjects:
 /// Hole 12: which member clusters exist is told only to authenticated callers, and an unknown one is 404.
 #[test]
 fn cluster_names_are_told_only_after_authentication() -> anyhow::Result<()> {
-    let (status, body) = send("GET", "/clusters/no-such-cluster/api/v1/pods", None, &[])?;
+    let (status, body) = gateway_request("GET", "/clusters/no-such-cluster/api/v1/pods", None, &[])?;
     assert_eq!(status, 401, "{body}");
-    let (status, body) = send("GET", "/clusters/host-not/api/v1/pods", None, &[])?;
+    let (status, body) = gateway_request("GET", "/clusters/host-not/api/v1/pods", None, &[])?;
     assert_eq!(status, 401, "{body}");
     let ns = TestNamespace::create("atk-clusters")?;
     let token = service_account_token(ns.name(), "member")?;
-    let (status, body) = send("GET", "/clusters/no-such-cluster/api/v1/pods", Some(&token), &[])?;
+    let (status, body) = gateway_request("GET", "/clusters/no-such-cluster/api/v1/pods", Some(&token), &[])?;
     assert_eq!(status, 404, "{body}");
     Ok(())
 }

@@ -7,49 +7,12 @@
 use std::time::Duration;
 
 use ksiam_e2e::{
-    TestNamespace, e2e, kubectl, kubectl_with_stdin, poll, random_suffix, secret_token, token_secret_name,
+    TestNamespace, e2e, kubectl, kubectl_with_stdin, kubectl_with_token, poll, random_suffix, secret_token,
+    token_secret_name,
 };
 
 const DENIED_BY: &str = r#"admission webhook "workspacetemplates.ksiam.kubesphere.io" denied the request"#;
 const FINALIZER: &str = "kubesphere.io/cascading-deletion";
-
-/// Runs kubectl against kube-apiserver with nothing but `token` as credentials: `(succeeded, output)`.
-pub(crate) fn kubectl_with_token(token: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
-    let admin: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&e2e().kubeconfig)?)?;
-    let cluster = &admin["clusters"][0]["cluster"];
-    let server = cluster["server"].as_str().unwrap_or_default();
-    let ca_line = match (
-        cluster["certificate-authority"].as_str(),
-        cluster["certificate-authority-data"].as_str(),
-    ) {
-        (Some(path), _) => format!("certificate-authority: {path}"),
-        (None, Some(data)) => format!("certificate-authority-data: {data}"),
-        (None, None) => anyhow::bail!("the admin kubeconfig names no CA"),
-    };
-    let dir = std::env::temp_dir().join(format!("ksiam-e2e-attack-{}", random_suffix()));
-    std::fs::create_dir_all(&dir)?;
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    {ca_line}\n\
-             users:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sa}}\n\
-             current-context: c\n"
-        ),
-    )?;
-    let out = std::process::Command::new(&e2e().kubectl)
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(args)
-        .output();
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = out?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out.status.success(), text))
-}
 
 /// Sends one `PATCH` (JSON merge patch) of `body` to kube-apiserver's `path` with `token`, and nothing else
 /// (kubectl would GET first, which `authenticated` does not allow): `(HTTP status, the Status message or

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use ksiam_e2e::{TestNamespace, kubectl, kubectl_with_stdin, poll};
+use ksiam_e2e::{TestNamespace, kubectl, kubectl_with_stdin, kubectl_with_token, poll};
 
-use crate::escalation::{kubectl_with_token, service_account};
+use crate::escalation::service_account;
 
 const DENIED_BY: &str = r#"admission webhook "namespaces.ksiam.kubesphere.io" denied the request"#;
 

@@ -19,23 +19,16 @@ use std::{
 };
 
 use ksiam_e2e::{
-    TestNamespace, e2e, get_json, kubectl, kubectl_with_stdin, poll, secret_names, secret_token,
-    token_secret_name,
+    TestNamespace, e2e, gateway_addr, get_json, kubectl, kubectl_with_stdin, kubectl_with_token, poll,
+    secret_names, secret_token, token_secret_name,
 };
 
 /// A path every authenticated KubeSphere ServiceAccount without roles gets 403 for (401 when not authenticated).
 const PROBE: &str = "/kapis/tenant.kubesphere.io/v1beta1/clusters";
 
-/// `host:port` of the gateway (plain HTTP).
-fn gateway() -> String {
-    e2e();
-    let url = std::env::var("KSIAM_GATEWAY").expect("KSIAM_GATEWAY is not set: run via `cargo xtask e2e`");
-    url.trim_start_matches("http://").trim_end_matches('/').to_owned()
-}
-
 /// The status of a GET of `target` through the gateway with `token`.
 fn gateway_status(target: &str, token: &str) -> anyhow::Result<u16> {
-    let mut tcp = TcpStream::connect(gateway())?;
+    let mut tcp = TcpStream::connect(gateway_addr())?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         tcp,
@@ -251,44 +244,6 @@ impl Drop for Restore {
             "--ignore-not-found",
         ]);
     }
-}
-
-/// Runs kubectl against kube-apiserver with nothing but `token` as credentials (no client certificate):
-/// `(succeeded, output)`.
-fn kubectl_with_token(token: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
-    let admin: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&e2e().kubeconfig)?)?;
-    let cluster = &admin["clusters"][0]["cluster"];
-    let server = cluster["server"].as_str().unwrap_or_default();
-    let ca_line = match (
-        cluster["certificate-authority"].as_str(),
-        cluster["certificate-authority-data"].as_str(),
-    ) {
-        (Some(path), _) => format!("certificate-authority: {path}"),
-        (None, Some(data)) => format!("certificate-authority-data: {data}"),
-        (None, None) => anyhow::bail!("the admin kubeconfig names no CA"),
-    };
-    let dir = std::env::temp_dir().join(format!("ksiam-e2e-token-{}", ksiam_e2e::random_suffix()));
-    std::fs::create_dir_all(&dir)?;
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    {ca_line}\n\
-             users:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\n\
-             current-context: c\n"
-        ),
-    )?;
-    let out = std::process::Command::new(&e2e().kubectl)
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(args)
-        .output()?;
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out.status.success(), text))
 }
 
 /// The HS256 key of the running ksiam (`KSIAM_JWT_SECRET_FILE`, one trailing newline dropped).
