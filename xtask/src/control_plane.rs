@@ -255,33 +255,35 @@ pub fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-fn write_kubeconfig(path: &Path, api: SocketAddr, pki: &Pki) -> anyhow::Result<()> {
-    let kubeconfig = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "ksiam", "cluster": {
-            "server": format!("https://{api}"),
-            "certificate-authority": pki.ca_crt,
-        }}],
-        "users": [{"name": ADMIN_USER, "user": {
-            "client-certificate": pki.admin_crt,
-            "client-key": pki.admin_key,
-        }}],
-        "contexts": [{"name": "ksiam", "context": {"cluster": "ksiam", "user": ADMIN_USER}}],
-        "current-context": "ksiam",
-    });
-    pki::write_secret(path, &serde_yaml::to_string(&kubeconfig)?)
-}
-
 /// ksiam's user in the local control plane.
 pub const KSIAM_USER: &str = "ksiam";
 
+/// The admin kubeconfig (client certificate, `system:masters`).
+fn write_kubeconfig(path: &Path, api: SocketAddr, pki: &Pki) -> anyhow::Result<()> {
+    let credentials = serde_json::json!({
+        "client-certificate": pki.admin_crt,
+        "client-key": pki.admin_key,
+    });
+    write_kubeconfig_for(path, api, pki, ADMIN_USER, credentials)
+}
+
+/// A kubeconfig whose only credential is a bearer token.
 fn write_token_kubeconfig(
     path: &Path,
     api: SocketAddr,
     pki: &Pki,
     user: &str,
     token: &str,
+) -> anyhow::Result<()> {
+    write_kubeconfig_for(path, api, pki, user, serde_json::json!({"token": token}))
+}
+
+fn write_kubeconfig_for(
+    path: &Path,
+    api: SocketAddr,
+    pki: &Pki,
+    user: &str,
+    credentials: serde_json::Value,
 ) -> anyhow::Result<()> {
     let kubeconfig = serde_json::json!({
         "apiVersion": "v1",
@@ -290,7 +292,7 @@ fn write_token_kubeconfig(
             "server": format!("https://{api}"),
             "certificate-authority": pki.ca_crt,
         }}],
-        "users": [{"name": user, "user": {"token": token}}],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": "ksiam", "context": {"cluster": "ksiam", "user": user}}],
         "current-context": "ksiam",
     });

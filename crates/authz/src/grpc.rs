@@ -217,7 +217,10 @@ impl AuthzService {
     /// Decides `a` on `snapshot`, recording the decision in the metrics.
     pub fn decide_on(&self, snapshot: &Snapshot, ready: bool, a: &Attributes<'_>) -> Verdict {
         let started = Instant::now();
-        let verdict = self.authorizer.decide_on(snapshot, ready, a);
+        self.recorded(self.authorizer.decide_on(snapshot, ready, a), started)
+    }
+
+    fn recorded(&self, verdict: Verdict, started: Instant) -> Verdict {
         let result = if verdict.allowed() {
             DecisionResult::Allowed
         } else {
@@ -241,13 +244,7 @@ impl AuthzService {
         } else {
             Verdict::Rbac(snapshot.decide(a))
         };
-        let result = if verdict.allowed() {
-            DecisionResult::Allowed
-        } else {
-            DecisionResult::Denied
-        };
-        self.metrics.decision(result, started.elapsed());
-        verdict
+        self.recorded(verdict, started)
     }
 
     fn invalid(&self, message: String) -> Status {
