@@ -26,9 +26,13 @@ pub enum PathError {
     /// A `.` or `..` segment, literal or encoded.
     #[error("the request path contains a '.' or '..' segment")]
     DotSegment,
-    /// A character that proxies and servers disagree on (`\`, `;`, control or non-ASCII characters).
+    /// A character that proxies and servers disagree on (`\`, `;`, `#`, `?`, control or non-ASCII characters).
     #[error("the request path contains a character that is not allowed")]
     BadCharacter,
+    /// A cluster prefix, and another one after it (the path would name a cluster again once the gateway
+    /// removes the first).
+    #[error("the request path names a cluster twice")]
+    ClusterTwice,
     /// A malformed escape, or one that encodes a character that is not allowed.
     #[error("the request path contains a percent-encoding that is not allowed")]
     BadEscape,
@@ -63,7 +67,7 @@ pub fn canonical(raw: &str) -> Result<String, PathError> {
                 decoded.push(char::from(c));
                 i += 3;
             }
-            b'\\' | b';' => return Err(PathError::BadCharacter),
+            b'\\' | b';' | b'#' | b'?' => return Err(PathError::BadCharacter),
             _ if !b.is_ascii() || b.is_ascii_control() || b == b' ' => {
                 return Err(PathError::BadCharacter);
             }
@@ -177,6 +181,8 @@ mod tests {
             "/api/v1/a b",
             "/api/v1/%3f",
             "/api/v1/%23",
+            "/api/v1/us#ers",
+            "/api/v1/a?b",
             "//",
         ] {
             assert!(canonical(p).is_err(), "{p} must be rejected");

@@ -235,7 +235,10 @@ fn resolve_into(info: &mut RequestInfo, method: &str, path: &str, query: &Query)
         if parts.len() > 1 {
             info.workspace = parts[1].to_owned();
         }
-        if parts.len() > 2 {
+        // KubeSphere's `/kapis/.../workspaces/<ws>/<resource>` form. kube-apiserver has no such form: on
+        // `/api` and `/apis` the parts stay as Kubernetes reads them (`<ws>` is the name, what follows a
+        // subresource), so what is authorized is what it executes; the workspace still sets the scope.
+        if parts.len() > 2 && !KUBERNETES_PREFIXES.contains(&prefix) {
             parts = &parts[2..];
         }
     }
@@ -286,6 +289,18 @@ fn url_for_error(path: &str, query: &Query) -> String {
         path.to_owned()
     } else {
         format!("{path}?{query}")
+    }
+}
+
+/// Whether a (decoded) path starts with a cluster prefix, leading (`/clusters/<c>/…`) or after an API prefix
+/// (`/<prefix>/clusters/<c>/…`): the gateway removes one such prefix, and refuses a path that would name a
+/// cluster again once it is removed.
+pub fn names_a_cluster(path: &str) -> bool {
+    let parts = split_path(path);
+    match parts.as_slice() {
+        ["clusters", _, _, ..] => true,
+        [prefix, "clusters", _, ..] => API_PREFIXES.contains(prefix),
+        _ => false,
     }
 }
 

@@ -8,7 +8,7 @@
 use crate::{
     path::{self, PathError},
     query::{Query, QueryError},
-    request::{RequestInfo, ResolveError, resolve_query},
+    request::{RequestInfo, ResolveError, names_a_cluster, resolve_query},
 };
 
 /// Why a request target was refused.
@@ -61,6 +61,9 @@ impl Target {
         query.rename("dryrun", "dryRun");
         let decoded = path::canonical(raw_path)?;
         let info = resolve_query(method, &decoded, &query)?;
+        if !info.cluster.is_empty() && names_a_cluster(&info.path) {
+            return Err(TargetError::Path(PathError::ClusterTwice));
+        }
         Ok(Self { info, query })
     }
 
@@ -151,6 +154,64 @@ mod tests {
             target("GET", "/api/v1/namespaces/../secrets"),
             Err(TargetError::Path(_))
         ));
+    }
+
+    #[test]
+    fn a_path_naming_a_cluster_twice_is_refused() {
+        for raw in [
+            "/api/clusters/a/clusters/b/v1/pods",
+            "/clusters/a/clusters/b/api/v1/pods",
+            "/clusters/a/api/clusters/b/v1/pods",
+            "/kapis/clusters/a/clusters/b/tenant.kubesphere.io/v1beta1/workspaces",
+        ] {
+            assert_eq!(
+                target("GET", raw),
+                Err(TargetError::Path(PathError::ClusterTwice)),
+                "{raw}"
+            );
+        }
+        assert!(target("GET", "/clusters/a/api/v1/pods").is_ok());
+    }
+
+    #[test]
+    fn kubesphere_workspace_forms_are_read_as_kubernetes_reads_them_on_api_and_apis() {
+        let t = target(
+            "PUT",
+            "/apis/tenant.kubesphere.io/v1beta1/workspacetemplates/ws/status",
+        )
+        .unwrap();
+        let i = &t.info;
+        assert_eq!(
+            (
+                i.verb.as_str(),
+                i.resource.as_str(),
+                i.name.as_str(),
+                i.subresource.as_str()
+            ),
+            ("update", "workspacetemplates", "ws", "status")
+        );
+        assert_eq!(i.workspace, "ws");
+        let t = target("PUT", "/api/v1/workspaces/n1/namespaces/p").unwrap();
+        let i = &t.info;
+        assert_eq!(
+            (
+                i.resource.as_str(),
+                i.name.as_str(),
+                i.subresource.as_str(),
+                i.namespace.as_str()
+            ),
+            ("workspaces", "n1", "namespaces", "")
+        );
+        // The KubeSphere API keeps its own form.
+        let t = target(
+            "GET",
+            "/kapis/tenant.kubesphere.io/v1beta1/workspaces/ws/namespaces",
+        )
+        .unwrap();
+        assert_eq!(
+            (t.info.resource.as_str(), t.info.workspace.as_str()),
+            ("namespaces", "ws")
+        );
     }
 
     #[test]
