@@ -145,8 +145,10 @@ impl ControlPlane {
         let webhook_kubeconfig = |path: &str| -> anyhow::Result<PathBuf> {
             let file = run_dir.join(format!("ksiam-{path}-webhook.kubeconfig"));
             let config = format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: ksiam\n  cluster:\n    server: https://{webhooks_addr}/{path}\n    certificate-authority: {ca}\nusers:\n- name: kube-apiserver\n  user: {{}}\ncontexts:\n- name: ksiam\n  context: {{cluster: ksiam, user: kube-apiserver}}\ncurrent-context: ksiam\n",
-                ca = pki.ca_crt.display()
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: ksiam\n  cluster:\n    server: https://{webhooks_addr}/{path}\n    certificate-authority: {ca}\nusers:\n- name: kube-apiserver\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: ksiam\n  context: {{cluster: ksiam, user: kube-apiserver}}\ncurrent-context: ksiam\n",
+                ca = pki.ca_crt.display(),
+                crt = pki.webhook_client_crt.display(),
+                key = pki.webhook_client_key.display(),
             );
             fs::write(&file, config)?;
             Ok(file)

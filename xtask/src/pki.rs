@@ -4,6 +4,7 @@
 //! ca.crt/ca.key ──signs──► apiserver.crt/.key  (serverAuth; IP 127.0.0.1, 10.0.0.1; DNS localhost, kubernetes.default.svc)
 //!               ├─signs──► admin.crt/.key      (clientAuth; CN=ksiam-admin, O=system:masters)
 //!               ├─signs──► ksiam-webhooks.crt/.key (serverAuth; IP 127.0.0.1: ksiam's TokenReview + SubjectAccessReview webhooks)
+//!               ├─signs──► webhook-client.crt/.key (clientAuth; kube-apiserver's identity towards ksiam's webhooks)
 //!               ├─signs──► ksiam-grpc.crt/.key (serverAuth; IP 127.0.0.1: ksiam's gRPC APIs, which trust ca.crt for clients)
 //!               └─signs──► grpc-<identity>.crt/.key (clientAuth; CN=ksiam-admin | ksiam-controller | ksiam-gateway:
 //!                          the gRPC client identities of the CLI and the tests)
@@ -38,6 +39,9 @@ pub struct Pki {
     pub webhooks_crt: PathBuf,
     pub webhooks_key: PathBuf,
     /// The gRPC APIs' serving certificate and key.
+    /// kube-apiserver's client certificate for ksiam's TokenReview/SubjectAccessReview webhooks.
+    pub webhook_client_crt: PathBuf,
+    pub webhook_client_key: PathBuf,
     pub grpc_crt: PathBuf,
     pub grpc_key: PathBuf,
     /// gRPC client identities: `(CN, certificate, key)` for each of [`GRPC_CLIENTS`].
@@ -124,9 +128,26 @@ pub fn generate(dir: &Path) -> anyhow::Result<Pki> {
         grpc_clients.push((cn, crt_path, key_path));
     }
 
+    // kube-apiserver's client certificate for ksiam's TokenReview and SubjectAccessReview webhooks, which
+    // accept only clients the cluster CA signed.
+    let mut webhook_client = CertificateParams::default();
+    webhook_client
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver-webhook-client");
+    webhook_client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    webhook_client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let webhook_client_key = KeyPair::generate()?;
+    let webhook_client_cert = webhook_client.signed_by(&webhook_client_key, &ca)?;
+    let webhook_client_crt_path = dir.join("webhook-client.crt");
+    let webhook_client_key_path = dir.join("webhook-client.key");
+    write_public(&webhook_client_crt_path, &webhook_client_cert.pem())?;
+    write_secret(&webhook_client_key_path, &webhook_client_key.serialize_pem())?;
+
     let sa = KeyPair::generate()?;
 
     let pki = Pki {
+        webhook_client_crt: webhook_client_crt_path,
+        webhook_client_key: webhook_client_key_path,
         ca_crt: dir.join("ca.crt"),
         ca_der: ca.der().clone(),
         apiserver_crt: dir.join("apiserver.crt"),

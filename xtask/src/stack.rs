@@ -45,6 +45,9 @@ pub struct KsiamAll {
     pub token_grpc: String,
     /// The CA and client identities for both gRPC APIs.
     pub grpc_pki: GrpcPki,
+    /// `https://127.0.0.1:PORT` of kube-apiserver's TokenReview and SubjectAccessReview webhooks (they
+    /// accept only clients with a certificate from the cluster CA).
+    pub authz_webhooks: String,
     /// The file holding the pid of the running `ksiam all` (it changes when the process is restarted).
     pub pid_file: PathBuf,
     /// The `ksiam` binary.
@@ -87,6 +90,7 @@ impl Stack {
             env.push(("KSIAM_AUTHZ_GRPC", k.authz_grpc.clone()));
             env.push(("KSIAM_AUTHZ_ADDR", k.authz_grpc.clone()));
             env.push(("KSIAM_TOKEN_GRPC", k.token_grpc.clone()));
+            env.push(("KSIAM_AUTHZ_WEBHOOKS", k.authz_webhooks.clone()));
             // gRPC client identities: the admin by default (`ksiam can-i`/`who-can`), the controller
             // (IssueToken) and the gateway (a verifier) for the tests.
             let pki = &k.grpc_pki;
@@ -314,6 +318,8 @@ fn start_ksiam(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
         .env("KSIAM_AUTHZ_WEBHOOK_LISTEN", webhooks.to_string())
         .env("KSIAM_AUTHZ_TLS_CERT_FILE", crt)
         .env("KSIAM_AUTHZ_TLS_KEY_FILE", key)
+        // Only kube-apiserver (its webhook client certificate, signed by the cluster CA) may ask.
+        .env("KSIAM_AUTHZ_CLIENT_CA_FILE", &cp.grpc_pki.ca)
         // Both gRPC APIs: mutual TLS, client certificates from the cluster CA, the default allow-list.
         .env("KSIAM_GRPC_TLS_CERT_FILE", &cp.grpc_pki.server_crt)
         .env("KSIAM_GRPC_TLS_KEY_FILE", &cp.grpc_pki.server_key)
@@ -327,6 +333,7 @@ fn start_ksiam(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
         authz_grpc: format!("https://{grpc}"),
         token_grpc: format!("https://{token_grpc}"),
         grpc_pki: cp.grpc_pki.clone(),
+        authz_webhooks: format!("https://{webhooks}"),
         pid_file,
         bin: bin.to_owned(),
     })

@@ -23,5 +23,5 @@ pub use self::{
     grpc::{AuthzClient, AuthzService, ClientError, ServeError, serve_grpc},
     metrics::Metrics,
     watch::{list_policy, watch},
-    webhook::{WebhookServeError, WebhookState, review_sar, serve_webhooks, webhook_router},
+    webhook::{WebhookServeError, WebhookState, WebhookTls, review_sar, serve_webhooks, webhook_router},
 };

@@ -462,6 +462,9 @@ pub enum WebhookServeError {
     /// The TLS configuration was rejected.
     #[error("TLS configuration: {0}")]
     Config(#[source] rustls::Error),
+    /// The client CA could not be used.
+    #[error("TLS client verification: {0}")]
+    ClientVerifier(String),
     /// kube-apiserver's webhooks were asked for in `AlwaysAllow` mode.
     #[error(
         "kube-apiserver's SubjectAccessReview webhook cannot run in AlwaysAllow mode: it would allow every request of every identity ksiam authenticates"
@@ -469,22 +472,41 @@ pub enum WebhookServeError {
     AlwaysAllow,
 }
 
-fn tls_config(cert: &PathBuf, key: &PathBuf) -> Result<rustls::ServerConfig, WebhookServeError> {
+/// The webhook server's TLS: its serving certificate and key (PEM files, read once at start) and, when
+/// given, the CA whose client certificates are the only ones accepted (kube-apiserver's identity towards its
+/// webhooks). Without a client CA anyone who reaches the port can ask for decisions.
+#[derive(Clone, Debug)]
+pub struct WebhookTls {
+    /// The serving certificate chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// Accept only clients with a certificate this CA signed.
+    pub client_ca: Option<PathBuf>,
+}
+
+fn tls_config(tls: &WebhookTls) -> Result<rustls::ServerConfig, WebhookServeError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| WebhookServeError::Tls {
-            what: "certificate",
-            path: cert.clone(),
-            message: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(WebhookServeError::Tls {
-            what: "certificate",
-            path: cert.clone(),
-            message: "no certificate in the file".into(),
-        });
-    }
+    let (cert, key) = (&tls.cert, &tls.key);
+    let read_certs =
+        |path: &PathBuf, what: &'static str| -> Result<Vec<CertificateDer<'static>>, WebhookServeError> {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| WebhookServeError::Tls {
+                    what,
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            if certs.is_empty() {
+                return Err(WebhookServeError::Tls {
+                    what,
+                    path: path.clone(),
+                    message: "no certificate in the file".into(),
+                });
+            }
+            Ok(certs)
+        };
+    let certs = read_certs(cert, "certificate")?;
     // The key error never includes the key material.
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| WebhookServeError::Tls {
         what: "key",
@@ -492,10 +514,24 @@ fn tls_config(cert: &PathBuf, key: &PathBuf) -> Result<rustls::ServerConfig, Web
         message: e.to_string(),
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(WebhookServeError::Config)?
-        .with_no_client_auth()
+        .map_err(WebhookServeError::Config)?;
+    let builder = match &tls.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in read_certs(ca, "client CA")? {
+                roots.add(c).map_err(WebhookServeError::Config)?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| WebhookServeError::ClientVerifier(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
         .with_single_cert(certs, key_der)
         .map_err(WebhookServeError::Config)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -503,16 +539,23 @@ fn tls_config(cert: &PathBuf, key: &PathBuf) -> Result<rustls::ServerConfig, Web
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets open connections finish (up to
-/// [`SHUTDOWN_GRACE`]). With `tls = Some((cert, key))` (PEM files, read once at start) it serves HTTPS with
-/// rustls (aws-lc-rs); otherwise plain HTTP/1.1.
+/// [`SHUTDOWN_GRACE`]). With `tls` it serves HTTPS with rustls (aws-lc-rs), requiring client certificates
+/// when [`WebhookTls::client_ca`] is set; otherwise plain HTTP/1.1.
 pub async fn serve_webhooks(
     listener: TcpListener,
     router: Router,
-    tls: Option<(PathBuf, PathBuf)>,
+    tls: Option<WebhookTls>,
     shutdown: CancellationToken,
 ) -> Result<(), WebhookServeError> {
     let acceptor = match &tls {
-        Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(cert, key)?))),
+        Some(tls) => {
+            if tls.client_ca.is_none() {
+                tracing::warn!(
+                    "kube-apiserver's webhooks accept any client: set a client CA so that only kube-apiserver can ask for decisions"
+                );
+            }
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(tls)?)))
+        }
         None => None,
     };
     let graceful = GracefulShutdown::new();

@@ -733,7 +733,11 @@ async fn webhooks_over_a_real_listener() {
     let err = serve_webhooks(
         listener,
         router,
-        Some(("/nonexistent/tls.crt".into(), "/nonexistent/tls.key".into())),
+        Some(ksiam_authz::WebhookTls {
+            cert: "/nonexistent/tls.crt".into(),
+            key: "/nonexistent/tls.key".into(),
+            client_ca: None,
+        }),
         CancellationToken::new(),
     )
     .await

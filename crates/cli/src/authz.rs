@@ -33,6 +33,9 @@ pub struct AuthzArgs {
     /// PEM private key for HTTPS webhooks.
     #[arg(long, env = "KSIAM_AUTHZ_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
+    /// CA (PEM) of kube-apiserver's client certificate: the webhooks then answer only clients it signed.
+    #[arg(long, env = "KSIAM_AUTHZ_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub client_ca_file: Option<PathBuf>,
     /// File holding the HS256 secret; enables the TokenReview webhook (POST /authenticate).
     #[arg(long, env = "KSIAM_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
@@ -107,7 +110,15 @@ pub async fn run(args: AuthzArgs) -> anyhow::Result<()> {
             }
         }),
     );
-    let tls = args.tls_cert_file.clone().zip(args.tls_key_file.clone());
+    let tls = args
+        .tls_cert_file
+        .clone()
+        .zip(args.tls_key_file.clone())
+        .map(|(cert, key)| ksiam_authz::WebhookTls {
+            cert,
+            key,
+            client_ca: args.client_ca_file.clone(),
+        });
 
     let watch = tokio::spawn(ksiam_authz::watch(client, store, metrics, shutdown.clone()));
     let grpc = {

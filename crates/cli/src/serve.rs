@@ -110,6 +110,11 @@ pub struct AllArgs {
     /// Private key (PEM) of the kube-apiserver webhooks.
     #[arg(long, env = "KSIAM_AUTHZ_TLS_KEY_FILE", requires = "authz_tls_cert_file")]
     pub authz_tls_key_file: Option<PathBuf>,
+    /// CA (PEM) of kube-apiserver's client certificate: the kube-apiserver webhooks then answer only clients
+    /// it signed (kube-apiserver's webhook kubeconfigs name the certificate). Without it anyone who reaches
+    /// the port can ask for decisions.
+    #[arg(long, env = "KSIAM_AUTHZ_CLIENT_CA_FILE", requires = "authz_tls_cert_file")]
+    pub authz_client_ca_file: Option<PathBuf>,
     /// Port of the Pod-injection webhook on 127.0.0.1 (0 picks a free one); it registers itself by URL with a
     /// self-signed certificate.
     #[arg(long, env = "KSIAM_WEBHOOK_PORT", default_value_t = 0)]
@@ -296,7 +301,12 @@ pub async fn all(args: AllArgs) -> anyhow::Result<()> {
         let tls = args
             .authz_tls_cert_file
             .clone()
-            .zip(args.authz_tls_key_file.clone());
+            .zip(args.authz_tls_key_file.clone())
+            .map(|(cert, key)| ksiam_authz::WebhookTls {
+                cert,
+                key,
+                client_ca: args.authz_client_ca_file.clone(),
+            });
         info!(listen = %addr, tls = tls.is_some(), "kube-apiserver authorization and token webhooks");
         let router = ksiam_authz::webhook::webhook_router(ksiam_authz::webhook::WebhookState {
             authz: authz.clone(),

@@ -356,3 +356,57 @@ fn cluster_names_are_told_only_after_authentication() -> anyhow::Result<()> {
     assert_eq!(status, 404, "{body}");
     Ok(())
 }
+
+/// Hole 7 (the webhooks as policy oracles): kube-apiserver's SubjectAccessReview and TokenReview webhooks
+/// answer only kube-apiserver (a client certificate from the cluster CA), not whoever reaches the port.
+#[test]
+fn kube_apiserver_webhooks_answer_only_kube_apiserver() -> anyhow::Result<()> {
+    let url = std::env::var("KSIAM_AUTHZ_WEBHOOKS").expect("KSIAM_AUTHZ_WEBHOOKS: run via `cargo xtask e2e`");
+    let ca = std::env::var("KSIAM_GRPC_CA").expect("KSIAM_GRPC_CA: run via `cargo xtask e2e`");
+    let pki = std::path::PathBuf::from(
+        std::env::var("KSIAM_E2E_RUN_DIR").expect("KSIAM_E2E_RUN_DIR: run via `cargo xtask e2e`"),
+    )
+    .join("pki");
+    let sar = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview","spec":{"user":"alice","groups":["system:authenticated"],"extra":{"ksiam.kubesphere.io/authenticated-by":["ksiam"]},"resourceAttributes":{"verb":"list","group":"iam.kubesphere.io","resource":"users"}}}"#;
+    let tr = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"x.y.z"}}"#;
+    let curl = |path: &str, body: &str, client: bool| -> anyhow::Result<(bool, String)> {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            &ca,
+            "-H",
+            "Content-Type: application/json",
+        ]);
+        if client {
+            cmd.arg("--cert")
+                .arg(pki.join("webhook-client.crt"))
+                .arg("--key")
+                .arg(pki.join("webhook-client.key"));
+        }
+        let out = cmd.args(["-d", body, &format!("{url}{path}")]).output()?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    for (path, body) in [("/authorize", sar), ("/authenticate", tr)] {
+        let (ok, out) = curl(path, body, false)?;
+        assert!(
+            !ok && !out.contains("\"status\""),
+            "{path} without a client certificate: {out}"
+        );
+        let (ok, out) = curl(path, body, true)?;
+        assert!(
+            ok && out.contains("\"status\""),
+            "{path} as kube-apiserver: {out}"
+        );
+    }
+    Ok(())
+}
