@@ -312,10 +312,22 @@ pub fn run(root: &Path, count: usize, seed: u64) -> anyhow::Result<()> {
     for d in disagreements.iter().take(SHOWN) {
         say(format!("  {d}"));
     }
+    let mut classes: BTreeMap<&str, usize> = BTreeMap::new();
+    for d in &disagreements {
+        *classes.entry(d.open_class().unwrap_or("other")).or_default() += 1;
+    }
+    say(format!("  by class (all of them failures): {classes:?}"));
+    let out = root.join("target").join("peers").join("differential");
+    std::fs::create_dir_all(&out)?;
+    let file = out.join(format!("disagreements-{seed:#x}.txt"));
+    let text: String = disagreements.iter().map(|d| format!("{d}\n")).collect();
+    std::fs::write(&file, text)?;
     bail!(
-        "the gateway authorizes something other than what kube-apiserver executes on {} of {} inputs (seed {seed:#x})",
+        "the gateway authorizes something other than what kube-apiserver executes on {} of {} inputs (seed {seed:#x}); \
+         all of them in {}",
         disagreements.len(),
-        summary.inputs
+        summary.inputs,
+        file.display()
     )
 }
 
@@ -613,6 +625,30 @@ impl Disagreement {
             .collect();
         fields.dedup();
         fields.join(",")
+    }
+}
+
+impl Disagreement {
+    /// The open class of crates/rbac a disagreement belongs to (see [`REGRESSIONS`]), if any. Only for the
+    /// report: every disagreement fails the run.
+    fn open_class(&self) -> Option<&'static str> {
+        let kube_resource = s(&self.kube, "resource");
+        let forwarded_path = self.forwarded.split('?').next().unwrap_or_default();
+        if self.input.path.contains(['#', '?']) {
+            Some("literal # or ? in the path")
+        } else if forwarded_path.starts_with("/clusters/")
+            || forwarded_path.starts_with("/api/clusters/")
+            || forwarded_path.starts_with("/apis/clusters/")
+        {
+            Some("forwarded path names a cluster again")
+        } else if matches!(kube_resource, "workspaces" | "workspacetemplates")
+            && self.ours.contains(" workspace=\"")
+            && !self.ours.contains(" workspace=\"\"")
+        {
+            Some("workspace path form on /api, /apis")
+        } else {
+            None
+        }
     }
 }
 
