@@ -34,14 +34,20 @@ fn decided(info: &RequestInfo) -> String {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
-    let Ok(text) = std::str::from_utf8(rest) else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
     let mut parts = text.splitn(4, '\n');
     let method = parts.next().unwrap_or_default();
     let path = parts.next().unwrap_or_default();
     let url_query = parts.next().filter(|_| mode & 1 == 1);
     let header = parts.next().filter(|_| mode & 2 == 2);
-    let Ok(target) = Target::parse(method, path, url_query, header) else { return };
+    let Ok(target) = Target::parse(method, path, url_query, header) else {
+        return;
+    };
 
     let forwarded = target.forwarded();
     assert!(forwarded.starts_with('/'), "{forwarded:?}");
@@ -64,8 +70,9 @@ fuzz_target!(|data: &[u8]| {
         if *SKIP_KNOWN && path.contains(['#', '?']) {
             return;
         }
-        let again = Target::parse(method, fpath, fquery, None)
-            .unwrap_or_else(|e| panic!("{method} {path} {url_query:?} {header:?}: forwarded {forwarded:?} is refused: {e}"));
+        let again = Target::parse(method, fpath, fquery, None).unwrap_or_else(|e| {
+            panic!("{method} {path} {url_query:?} {header:?}: forwarded {forwarded:?} is refused: {e}")
+        });
         if *SKIP_KNOWN && !again.info.cluster.is_empty() {
             return;
         }

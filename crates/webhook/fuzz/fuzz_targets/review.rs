@@ -39,6 +39,9 @@ fuzz_target!(|data: &[u8]| {
         let body = encode_review(response).expect("an AdmissionReview answer encodes");
         let answer: Value = serde_json::from_slice(&body).expect("the answer is JSON");
         assert_eq!(answer["kind"], "AdmissionReview");
-        assert_eq!(answer["response"]["uid"].as_str(), Some(review.request.uid.as_str()));
+        assert_eq!(
+            answer["response"]["uid"].as_str(),
+            Some(review.request.uid.as_str())
+        );
     }
 });
