@@ -1,5 +1,6 @@
 //! `cargo xtask conformance [--full]`: ksiam-rbac and Kubernetes' RBAC authorizer must reach the same
-//! allow/deny on random requests over the same policies.
+//! allow/deny on random requests over the same policies. The same command runs the differential resolver
+//! test first (`differential.rs`: the gateway's resolver against Kubernetes' RequestInfoFactory).
 //!
 //! ```text
 //!   ksiam-bench write ──► target/peers/conformance/{policy,requests}-<N>.json
@@ -54,13 +55,20 @@ pub fn run_cli(root: &Path, full: bool) -> anyhow::Result<()> {
     } else {
         (&QUICK_SIZES[..], Profile::Dev)
     };
-    let prepared = prepare(
+    // The differential resolver test first (seconds); both run, whatever the other's outcome.
+    let differential = crate::differential::run_cli(root, full);
+    let rbac = prepare(
         root,
         sizes,
         profile,
         &root.join("target").join("peers").join("conformance"),
-    )?;
-    check(&prepared, sizes)
+    )
+    .and_then(|prepared| check(&prepared, sizes));
+    match (differential, rbac) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Err(d), Err(r)) => bail!("{d:#}\n{r:#}"),
+    }
 }
 
 /// Builds the Go harness and ksiam-bench, and writes policies, cases, requests and the token into `data`.

@@ -7,6 +7,7 @@ mod cluster_bench;
 mod codegen;
 mod conformance;
 mod control_plane;
+mod differential;
 mod k8s_bin;
 mod kind;
 mod peers;
@@ -56,10 +57,20 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// ksiam-rbac vs Kubernetes' RBAC authorizer on random requests (N = 10 and 1,000; `--full` adds 100,000).
+    /// ksiam-rbac vs Kubernetes' RBAC authorizer on random requests (N = 10 and 1,000; `--full` adds 100,000),
+    /// and the gateway's resolver vs Kubernetes' RequestInfoFactory on 5,000 request targets (`--full`: 100,000).
     Conformance {
         #[arg(long)]
         full: bool,
+    },
+    /// Only the differential resolver test: the gateway's `Target` vs Kubernetes' RequestInfoFactory.
+    Differential {
+        /// Generated inputs (default 5,000; `KSIAM_DIFF_COUNT`).
+        #[arg(long)]
+        count: Option<usize>,
+        /// The generator's seed, decimal or 0x hex (`KSIAM_DIFF_SEED`).
+        #[arg(long, value_parser = differential::parse_seed)]
+        seed: Option<u64>,
     },
     /// Peer benchmarks side by side; rewrites the generated tables of docs/benchmarks.md.
     Bench {
@@ -82,6 +93,11 @@ fn main() -> anyhow::Result<()> {
         Command::ClusterBench => cluster_bench::run(&root),
         Command::E2e { backend, args } => control_plane::e2e(&root, backend, &args),
         Command::Conformance { full } => conformance::run_cli(&root, full),
+        Command::Differential { count, seed } => differential::run(
+            &root,
+            count.unwrap_or(differential::QUICK),
+            seed.unwrap_or(differential::DEFAULT_SEED),
+        ),
         Command::Bench { only } => bench::run_cli(&root, &only),
     }
 }

@@ -26,6 +26,11 @@ pub struct Peer {
 
 /// Kubernetes' RBAC authorizer (v1.34.4) over informer-style listers.
 pub const K8S_RBAC: Peer = Peer { name: "k8s-rbac" };
+/// Kubernetes' RequestInfoFactory, net/url and list-options decoding over request targets (the differential
+/// resolver test, `differential.rs`).
+pub const K8S_REQUESTINFO: Peer = Peer {
+    name: "k8s-requestinfo",
+};
 /// golang-jwt v4 HS256 verification.
 pub const GOLANG_JWT: Peer = Peer { name: "golang-jwt" };
 /// A controller-runtime admission webhook doing the pod injector's mutation (P7).

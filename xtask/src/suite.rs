@@ -54,7 +54,7 @@ pub fn test(root: &Path) -> anyhow::Result<()> {
             }),
         ),
         (
-            "cargo xtask conformance (ksiam-rbac vs Kubernetes' RBAC authorizer)",
+            "cargo xtask conformance (resolver vs Kubernetes' RequestInfoFactory; ksiam-rbac vs its RBAC authorizer)",
             Box::new(|| crate::conformance::run_cli(root, false)),
         ),
         (
