@@ -117,7 +117,7 @@ impl Drop for Cleanup {
 }
 
 #[test]
-fn escalation() -> anyhow::Result<()> {
+fn escalation_a_manager_change_needs_the_power_to_grant_the_workspace() -> anyhow::Result<()> {
     let ns = TestNamespace::create("escalation")?;
     let ns = ns.name();
     let mut cleanup = Cleanup(Vec::new());

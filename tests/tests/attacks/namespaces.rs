@@ -23,7 +23,7 @@ fn label(ns: &str, key: &str) -> anyhow::Result<String> {
 }
 
 #[test]
-fn namespaces() -> anyhow::Result<()> {
+fn namespaces_self_edits_need_cluster_scope() -> anyhow::Result<()> {
     let ns = TestNamespace::create("nsattack")?;
     let ns = ns.name();
     kubectl(&[
