@@ -153,6 +153,29 @@ impl ControlPlane {
             fs::write(&file, config)?;
             Ok(file)
         };
+        // kube-apiserver presents the same client certificate to admission webhooks (ksiam's answer only
+        // clients the cluster CA signed).
+        let admission_kubeconfig = run_dir.join("admission-webhooks.kubeconfig");
+        fs::write(
+            &admission_kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    client-certificate: {crt}\n    client-key: {key}\n",
+                crt = pki.webhook_client_crt.display(),
+                key = pki.webhook_client_key.display(),
+            ),
+        )?;
+        let admission_config = run_dir.join("admission.yaml");
+        fs::write(
+            &admission_config,
+            format!(
+                "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n\
+                 - name: ValidatingAdmissionWebhook\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n\
+                 \x20   kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {k}\n\
+                 - name: MutatingAdmissionWebhook\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n\
+                 \x20   kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {k}\n",
+                k = admission_kubeconfig.display()
+            ),
+        )?;
         let authn_config = webhook_kubeconfig("authenticate")?;
         let authz_config = webhook_kubeconfig("authorize")?;
 
@@ -184,6 +207,7 @@ impl ControlPlane {
                 "--authentication-token-webhook-cache-ttl=1s",
             ])
             .arg("--enable-admission-plugins=NamespaceLifecycle,MutatingAdmissionWebhook,ValidatingAdmissionWebhook")
+            .arg(format!("--admission-control-config-file={}", admission_config.display()))
             .arg("--disable-admission-plugins=ServiceAccount")
             .args(["--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true"])
             .args(["--profiling=false", "--v=1"]);

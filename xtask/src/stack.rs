@@ -320,6 +320,8 @@ fn start_ksiam(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
         .env("KSIAM_AUTHZ_TLS_KEY_FILE", key)
         // Only kube-apiserver (its webhook client certificate, signed by the cluster CA) may ask.
         .env("KSIAM_AUTHZ_CLIENT_CA_FILE", &cp.grpc_pki.ca)
+        // Likewise for the admission webhooks (kube-apiserver's --admission-control-config-file).
+        .env("KSIAM_WEBHOOK_CLIENT_CA_FILE", &cp.grpc_pki.ca)
         // Both gRPC APIs: mutual TLS, client certificates from the cluster CA, the default allow-list.
         .env("KSIAM_GRPC_TLS_CERT_FILE", &cp.grpc_pki.server_crt)
         .env("KSIAM_GRPC_TLS_KEY_FILE", &cp.grpc_pki.server_key)

@@ -119,6 +119,10 @@ pub struct AllArgs {
     /// self-signed certificate.
     #[arg(long, env = "KSIAM_WEBHOOK_PORT", default_value_t = 0)]
     pub webhook_port: u16,
+    /// CA (PEM) of kube-apiserver's admission client certificate (its `--admission-control-config-file`):
+    /// the Pod-injection and validating webhooks then answer only clients it signed.
+    #[arg(long, env = "KSIAM_WEBHOOK_CLIENT_CA_FILE")]
+    pub webhook_client_ca_file: Option<PathBuf>,
 }
 
 pub fn init_logging(format: &str) {
@@ -325,7 +329,10 @@ pub async fn all(args: AllArgs) -> anyhow::Result<()> {
 
     let webhook = {
         let (client, shutdown) = (client.clone(), shutdown.clone());
-        let config = ksiam_webhook::Config::loopback(args.webhook_port);
+        let config = ksiam_webhook::Config {
+            client_ca: args.webhook_client_ca_file.clone(),
+            ..ksiam_webhook::Config::loopback(args.webhook_port)
+        };
         // The validating checks (workspace manager, namespace labels) ask the same in-process store.
         let admission: Arc<dyn ksiam_webhook::Authorize> =
             Arc::new(ksiam_webhook::PolicyAuthorizer::new(authorizer, store.clone()));

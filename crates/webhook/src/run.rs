@@ -32,6 +32,9 @@ pub struct Config {
     pub register: bool,
     /// Leave `caBundle` to cert-manager's CA injector, from this Certificate (`<namespace>/<name>`).
     pub inject_ca_from: Option<String>,
+    /// Accept only clients presenting a certificate this CA signed (kube-apiserver's admission client
+    /// certificate, from its `--admission-control-config-file`); anyone may call the webhooks without it.
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -49,6 +52,7 @@ impl Config {
             tls_mode: false,
             register: true,
             inject_ca_from: None,
+            client_ca: None,
         }
     }
 
@@ -67,6 +71,7 @@ impl Config {
             tls_mode: false,
             register: true,
             inject_ca_from: None,
+            client_ca: None,
         }
     }
 
@@ -137,7 +142,9 @@ pub async fn run_with_admission(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let with_admission = admission.is_some();
-    let server = Server::bind(config.listen, &config.tls).await?;
+    let server = Server::bind(config.listen, &config.tls)
+        .await?
+        .require_client_certificates(config.client_ca.clone());
     let bound_port = server
         .local_addr()
         .map_err(|source| {

@@ -157,6 +157,7 @@ fn review_response(response: kube::core::admission::AdmissionResponse) -> Respon
 pub struct Server {
     listener: TcpListener,
     tls: ServerTls,
+    client_ca: Option<std::path::PathBuf>,
 }
 
 impl Server {
@@ -166,7 +167,18 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
-        Ok(Self { listener, tls })
+        Ok(Self {
+            listener,
+            tls,
+            client_ca: None,
+        })
+    }
+
+    /// Accepts only clients presenting a certificate that the CA in `client_ca` signed.
+    #[must_use]
+    pub fn require_client_certificates(mut self, client_ca: Option<std::path::PathBuf>) -> Self {
+        self.client_ca = client_ca;
+        self
     }
 
     /// The address actually bound.
@@ -196,7 +208,9 @@ impl Server {
         admission: Option<Arc<dyn Authorize>>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
-        let acceptor = TlsAcceptor::from(Arc::new(self.tls.server_config()?));
+        let acceptor = TlsAcceptor::from(Arc::new(
+            self.tls.server_config_verifying(self.client_ca.as_deref())?,
+        ));
         let app = router_with_admission(Arc::new(injector), admission);
         let _reloader = self
             .tls

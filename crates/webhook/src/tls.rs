@@ -99,6 +99,14 @@ pub enum TlsError {
     /// Generating the self-signed certificates failed.
     #[error("cannot generate a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// The client CA could not be used to verify clients.
+    #[error("cannot verify clients with the CA in {path}: {message}")]
+    ClientCa {
+        /// The CA file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// A self-signed certificate was asked for without any name.
     #[error("a self-signed certificate needs at least one DNS name or IP address")]
     NoNames,
@@ -205,10 +213,42 @@ impl ServerTls {
 
     /// A rustls server configuration that serves the current certificate (HTTP/1.1 only).
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(self.resolver.clone());
+        self.server_config_verifying(None)
+    }
+
+    /// [`ServerTls::server_config`] that, with `client_ca`, accepts only clients presenting a certificate
+    /// that CA signed (kube-apiserver's identity towards its admission webhooks).
+    pub fn server_config_verifying(
+        &self,
+        client_ca: Option<&Path>,
+    ) -> Result<rustls::ServerConfig, TlsError> {
+        let builder =
+            rustls::ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let client_ca = |message: String| TlsError::ClientCa {
+                    path: path.to_owned(),
+                    message,
+                };
+                let mut roots = rustls::RootCertStore::empty();
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| client_ca(e.to_string()))?;
+                if certs.is_empty() {
+                    return Err(client_ca("no certificate in the file".into()));
+                }
+                for cert in certs {
+                    roots.add(cert)?;
+                }
+                let verifier =
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                        .build()
+                        .map_err(|e| client_ca(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(self.resolver.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
     }

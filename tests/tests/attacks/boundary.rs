@@ -410,3 +410,63 @@ fn kube_apiserver_webhooks_answer_only_kube_apiserver() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The admission webhooks (Pod injection, the validating checks) answer only kube-apiserver too: an
+/// AdmissionReview from anyone else would learn token Secret names and admission decisions.
+#[test]
+fn admission_webhooks_answer_only_kube_apiserver() -> anyhow::Result<()> {
+    let pki = std::path::PathBuf::from(
+        std::env::var("KSIAM_E2E_RUN_DIR").expect("KSIAM_E2E_RUN_DIR: run via `cargo xtask e2e`"),
+    )
+    .join("pki");
+    let url = poll(
+        "the registered Pod-injection webhook",
+        Duration::from_secs(30),
+        || {
+            let url = kubectl(&[
+                "get",
+                "mutatingwebhookconfiguration",
+                "serviceaccount.kubesphere.io",
+                "-o",
+                "jsonpath={.webhooks[0].clientConfig.url}",
+            ])?;
+            Ok((!url.is_empty()).then_some(url))
+        },
+    )?;
+    let review = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"default","operation":"CREATE","userInfo":{"username":"x"},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"kubesphere.io/serviceaccount-name":"sample"}},"spec":{"containers":[{"name":"c","image":"i"}]}}}}"#;
+    let curl = |client: bool| -> anyhow::Result<(bool, String)> {
+        // The server certificate is the webhook's own self-signed one; what is tested is the client side.
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args([
+            "-sS",
+            "-k",
+            "--max-time",
+            "10",
+            "-H",
+            "Content-Type: application/json",
+        ]);
+        if client {
+            cmd.arg("--cert")
+                .arg(pki.join("webhook-client.crt"))
+                .arg("--key")
+                .arg(pki.join("webhook-client.key"));
+        }
+        let out = cmd.args(["-d", review, &url]).output()?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    let (ok, out) = curl(false)?;
+    assert!(
+        !ok && !out.contains("\"response\""),
+        "without a client certificate: {out}"
+    );
+    let (ok, out) = curl(true)?;
+    assert!(ok && out.contains("\"uid\":\"u1\""), "as kube-apiserver: {out}");
+    Ok(())
+}
