@@ -352,7 +352,12 @@ fn cluster_names_are_told_only_after_authentication() -> anyhow::Result<()> {
     assert_eq!(status, 401, "{body}");
     let ns = TestNamespace::create("atk-clusters")?;
     let token = service_account_token(ns.name(), "member")?;
-    let (status, body) = gateway_request("GET", "/clusters/no-such-cluster/api/v1/pods", Some(&token), &[])?;
+    // The gateway's ServiceAccount cache may see the new ServiceAccount a moment after its token exists.
+    let (status, body) = poll("the token to authenticate", Duration::from_secs(15), || {
+        let (status, body) =
+            gateway_request("GET", "/clusters/no-such-cluster/api/v1/pods", Some(&token), &[])?;
+        Ok((status != 401).then_some((status, body)))
+    })?;
     assert_eq!(status, 404, "{body}");
     Ok(())
 }
