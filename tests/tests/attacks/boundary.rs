@@ -4,6 +4,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
+    path::PathBuf,
     time::Duration,
 };
 
@@ -27,15 +28,7 @@ fn wait_allowed(token: &str, target: &str) -> anyhow::Result<String> {
 fn hidden_parameters_are_refused_not_cut() -> anyhow::Result<()> {
     let ns = TestNamespace::create("atk-hidden")?;
     let ns = ns.name();
-    kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "precious",
-        "-n",
-        ns,
-        "--from-literal=k=hidden-value",
-    ])?;
+    create_secret(ns, "precious", "hidden-value")?;
     let token = service_account_token(ns, "viewer")?;
     kubectl_with_stdin(
         &["apply", "-f", "-"],
@@ -100,24 +93,8 @@ subjects:
 fn query_parser_differentials_are_refused() -> anyhow::Result<()> {
     let ns = TestNamespace::create("atk-query")?;
     let ns = ns.name();
-    kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "allowed",
-        "-n",
-        ns,
-        "--from-literal=k=v",
-    ])?;
-    kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "precious",
-        "-n",
-        ns,
-        "--from-literal=k=hidden-value",
-    ])?;
+    create_secret(ns, "allowed", "v")?;
+    create_secret(ns, "precious", "hidden-value")?;
     let token = service_account_token(ns, "lister")?;
     kubectl_with_stdin(
         &["apply", "-f", "-"],
@@ -368,46 +345,23 @@ fn cluster_names_are_told_only_after_authentication() -> anyhow::Result<()> {
 fn kube_apiserver_webhooks_answer_only_kube_apiserver() -> anyhow::Result<()> {
     let url = std::env::var("KSIAM_AUTHZ_WEBHOOKS").expect("KSIAM_AUTHZ_WEBHOOKS: run via `cargo xtask e2e`");
     let ca = std::env::var("KSIAM_GRPC_CA").expect("KSIAM_GRPC_CA: run via `cargo xtask e2e`");
-    let pki = std::path::PathBuf::from(
+    let pki = PathBuf::from(
         std::env::var("KSIAM_E2E_RUN_DIR").expect("KSIAM_E2E_RUN_DIR: run via `cargo xtask e2e`"),
     )
     .join("pki");
     let sar = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview","spec":{"user":"alice","groups":["system:authenticated"],"extra":{"ksiam.kubesphere.io/authenticated-by":["ksiam"]},"resourceAttributes":{"verb":"list","group":"iam.kubesphere.io","resource":"users"}}}"#;
     let tr = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"x.y.z"}}"#;
-    let curl = |path: &str, body: &str, client: bool| -> anyhow::Result<(bool, String)> {
-        let mut cmd = std::process::Command::new("curl");
-        cmd.args([
-            "-sS",
-            "--max-time",
-            "10",
-            "--cacert",
-            &ca,
-            "-H",
-            "Content-Type: application/json",
-        ]);
-        if client {
-            cmd.arg("--cert")
-                .arg(pki.join("webhook-client.crt"))
-                .arg("--key")
-                .arg(pki.join("webhook-client.key"));
-        }
-        let out = cmd.args(["-d", body, &format!("{url}{path}")]).output()?;
-        Ok((
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        ))
+    let client = (pki.join("webhook-client.crt"), pki.join("webhook-client.key"));
+    let curl = |path: &str, body: &str, client: Option<&(PathBuf, PathBuf)>| {
+        curl_post(&format!("{url}{path}"), body, ServerTrust::Ca(&ca), client)
     };
     for (path, body) in [("/authorize", sar), ("/authenticate", tr)] {
-        let (ok, out) = curl(path, body, false)?;
+        let (ok, out) = curl(path, body, None)?;
         assert!(
             !ok && !out.contains("\"status\""),
             "{path} without a client certificate: {out}"
         );
-        let (ok, out) = curl(path, body, true)?;
+        let (ok, out) = curl(path, body, Some(&client))?;
         assert!(
             ok && out.contains("\"status\""),
             "{path} as kube-apiserver: {out}"
@@ -420,7 +374,7 @@ fn kube_apiserver_webhooks_answer_only_kube_apiserver() -> anyhow::Result<()> {
 /// AdmissionReview from anyone else would learn token Secret names and admission decisions.
 #[test]
 fn admission_webhooks_answer_only_kube_apiserver() -> anyhow::Result<()> {
-    let pki = std::path::PathBuf::from(
+    let pki = PathBuf::from(
         std::env::var("KSIAM_E2E_RUN_DIR").expect("KSIAM_E2E_RUN_DIR: run via `cargo xtask e2e`"),
     )
     .join("pki");
@@ -439,39 +393,63 @@ fn admission_webhooks_answer_only_kube_apiserver() -> anyhow::Result<()> {
         },
     )?;
     let review = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"default","operation":"CREATE","userInfo":{"username":"x"},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"kubesphere.io/serviceaccount-name":"sample"}},"spec":{"containers":[{"name":"c","image":"i"}]}}}}"#;
-    let curl = |client: bool| -> anyhow::Result<(bool, String)> {
-        // The server certificate is the webhook's own self-signed one; what is tested is the client side.
-        let mut cmd = std::process::Command::new("curl");
-        cmd.args([
-            "-sS",
-            "-k",
-            "--max-time",
-            "10",
-            "-H",
-            "Content-Type: application/json",
-        ]);
-        if client {
-            cmd.arg("--cert")
-                .arg(pki.join("webhook-client.crt"))
-                .arg("--key")
-                .arg(pki.join("webhook-client.key"));
-        }
-        let out = cmd.args(["-d", review, &url]).output()?;
-        Ok((
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        ))
-    };
-    let (ok, out) = curl(false)?;
+    let client = (pki.join("webhook-client.crt"), pki.join("webhook-client.key"));
+    // The server certificate is the webhook's own self-signed one; what is tested is the client side.
+    let curl = |client: Option<&(PathBuf, PathBuf)>| curl_post(&url, review, ServerTrust::Any, client);
+    let (ok, out) = curl(None)?;
     assert!(
         !ok && !out.contains("\"response\""),
         "without a client certificate: {out}"
     );
-    let (ok, out) = curl(true)?;
+    let (ok, out) = curl(Some(&client))?;
     assert!(ok && out.contains("\"uid\":\"u1\""), "as kube-apiserver: {out}");
     Ok(())
+}
+
+fn create_secret(ns: &str, name: &str, value: &str) -> anyhow::Result<()> {
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        name,
+        "-n",
+        ns,
+        &format!("--from-literal=k={value}"),
+    ])?;
+    Ok(())
+}
+
+/// How curl checks the server.
+enum ServerTrust<'a> {
+    /// Trust this CA file.
+    Ca(&'a str),
+    /// Do not check (the server's own certificate is not what a test is about).
+    Any,
+}
+
+/// `curl -d body url` as JSON, with a client certificate and key when given: `(succeeded, output)`.
+fn curl_post(
+    url: &str,
+    body: &str,
+    server: ServerTrust<'_>,
+    client: Option<&(PathBuf, PathBuf)>,
+) -> anyhow::Result<(bool, String)> {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-H", "Content-Type: application/json"]);
+    match server {
+        ServerTrust::Ca(ca) => cmd.args(["--cacert", ca]),
+        ServerTrust::Any => cmd.arg("-k"),
+    };
+    if let Some((crt, key)) = client {
+        cmd.arg("--cert").arg(crt).arg("--key").arg(key);
+    }
+    let out = cmd.args(["-d", body, url]).output()?;
+    Ok((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
 }
