@@ -139,14 +139,11 @@ async fn run(shared: &Shared, req: &mut Request, next: Next) -> Response {
     // attach, port-forward over WebSocket are GETs) also `create`, as kube-apiserver requires.
     let upgrade = is_upgrade(req.headers());
     let attributes = info.attributes(&user, &groups);
-    let mut checks = vec![attributes];
-    if needs_create(info, upgrade) {
-        checks.push(ksiam_rbac::Attributes {
-            verb: "create",
-            ..attributes
-        });
-    }
-    for attributes in checks {
+    let create = needs_create(info, upgrade).then_some(ksiam_rbac::Attributes {
+        verb: "create",
+        ..attributes
+    });
+    for attributes in std::iter::once(attributes).chain(create) {
         match shared.authorize.authorize(attributes).await {
             Ok(d) if d.allowed => {}
             Ok(d) => return status_response(&Status::forbidden(&attributes, &d.reason), pretty),
