@@ -166,6 +166,10 @@ impl Status {
 
 /// Whether kube-apiserver would pretty-print for this request (`?pretty=` or a curl/Wget/browser agent).
 pub fn wants_pretty(query: &str, user_agent: &str) -> bool {
+    if !query.contains("pretty") {
+        // The common case: nothing to parse (this runs once per proxied request).
+        return wants_pretty_param(None, user_agent);
+    }
     let pretty = crate::Query::parse(query).ok();
     wants_pretty_param(pretty.as_ref().and_then(|q| q.first("pretty")), user_agent)
 }
