@@ -26,13 +26,12 @@ use axum::{
     routing::{get, post},
 };
 use http::{StatusCode, header};
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-    service::TowerToHyperService,
-};
 use ksiam_api::constants::{AUTHENTICATED_BY_EXTRA, AUTHENTICATED_BY_KSIAM};
 use ksiam_rbac::{Attributes, Scope, Status, matching::KUBESPHERE_SA_PREFIX};
+use ksiam_runtime::{
+    http::HttpServer,
+    tls::{ServerTls, TlsSource},
+};
 use ksiam_token::Authenticator;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -42,8 +41,6 @@ use crate::grpc::AuthzService;
 
 /// Largest accepted review body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections may take to finish after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -449,22 +446,9 @@ async fn authenticate(State(state): State<Arc<WebhookState>>, body: Bytes) -> Re
 /// Why [`serve_webhooks`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookServeError {
-    /// A certificate or key file could not be read or parsed.
-    #[error("loading TLS {what} from {path}: {message}")]
-    Tls {
-        /// `certificate` or `key`.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-    /// The TLS configuration was rejected.
-    #[error("TLS configuration: {0}")]
-    Config(#[source] rustls::Error),
-    /// The client CA could not be used.
-    #[error("TLS client verification: {0}")]
-    ClientVerifier(String),
+    /// The serving certificate, its key or the client CA could not be used.
+    #[error(transparent)]
+    Tls(#[from] ksiam_runtime::tls::TlsError),
     /// kube-apiserver's webhooks were asked for in `AlwaysAllow` mode.
     #[error(
         "kube-apiserver's SubjectAccessReview webhook cannot run in AlwaysAllow mode: it would allow every request of every identity ksiam authenticates"
@@ -472,9 +456,10 @@ pub enum WebhookServeError {
     AlwaysAllow,
 }
 
-/// The webhook server's TLS: its serving certificate and key (PEM files, read once at start) and, when
-/// given, the CA whose client certificates are the only ones accepted (kube-apiserver's identity towards its
-/// webhooks). Without a client CA anyone who reaches the port can ask for decisions.
+/// The webhook server's TLS: its serving certificate and key (PEM files, re-read when they change, so a
+/// rotated certificate is served without a restart) and, when given, the CA whose client certificates are
+/// the only ones accepted (kube-apiserver's identity towards its webhooks). Without a client CA anyone who
+/// reaches the port can ask for decisions.
 #[derive(Clone, Debug)]
 pub struct WebhookTls {
     /// The serving certificate chain.
@@ -485,133 +470,30 @@ pub struct WebhookTls {
     pub client_ca: Option<PathBuf>,
 }
 
-fn tls_config(tls: &WebhookTls) -> Result<rustls::ServerConfig, WebhookServeError> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let (cert, key) = (&tls.cert, &tls.key);
-    let read_certs =
-        |path: &PathBuf, what: &'static str| -> Result<Vec<CertificateDer<'static>>, WebhookServeError> {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| WebhookServeError::Tls {
-                    what,
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            if certs.is_empty() {
-                return Err(WebhookServeError::Tls {
-                    what,
-                    path: path.clone(),
-                    message: "no certificate in the file".into(),
-                });
-            }
-            Ok(certs)
-        };
-    let certs = read_certs(cert, "certificate")?;
-    // The key error never includes the key material.
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| WebhookServeError::Tls {
-        what: "key",
-        path: key.clone(),
-        message: e.to_string(),
-    })?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(WebhookServeError::Config)?;
-    let builder = match &tls.client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in read_certs(ca, "client CA")? {
-                roots.add(c).map_err(WebhookServeError::Config)?;
-            }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| WebhookServeError::ClientVerifier(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(certs, key_der)
-        .map_err(WebhookServeError::Config)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
-
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets open connections finish (up to
-/// [`SHUTDOWN_GRACE`]). With `tls` it serves HTTPS with rustls (aws-lc-rs), requiring client certificates
-/// when [`WebhookTls::client_ca`] is set; otherwise plain HTTP/1.1.
+/// [`SHUTDOWN_GRACE`]), through the runtime's accept loop. With `tls` it serves HTTPS, requiring client
+/// certificates when [`WebhookTls::client_ca`] is set; otherwise plain HTTP.
 pub async fn serve_webhooks(
     listener: TcpListener,
     router: Router,
     tls: Option<WebhookTls>,
     shutdown: CancellationToken,
 ) -> Result<(), WebhookServeError> {
-    let acceptor = match &tls {
-        Some(tls) => {
-            if tls.client_ca.is_none() {
-                tracing::warn!(
-                    "kube-apiserver's webhooks accept any client: set a client CA so that only kube-apiserver can ask for decisions"
-                );
-            }
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(tls)?)))
+    let mut server =
+        HttpServer::from_listener("kube-apiserver-webhooks", listener).with_grace(SHUTDOWN_GRACE);
+    if let Some(tls) = &tls {
+        if tls.client_ca.is_none() {
+            tracing::warn!(
+                "kube-apiserver's webhooks accept any client: set a client CA so that only kube-apiserver can ask for decisions"
+            );
         }
-        None => None,
-    };
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let service = TowerToHyperService::new(router.clone());
-        let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let result = match acceptor {
-                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        watcher
-                            .watch(builder.serve_connection(TokioIo::new(stream), service))
-                            .await
-                    }
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
-                None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(tcp), service))
-                        .await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-        });
+        let serving = ServerTls::load(&TlsSource::Files {
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            ca: None,
+        })?;
+        server = server.with_tls(&serving, tls.client_ca.as_deref())?;
     }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("webhook connections still open after the shutdown grace period");
-    }
+    server.serve(router, shutdown.cancelled_owned()).await;
     Ok(())
 }

@@ -13,8 +13,6 @@ pub mod live;
 pub mod roles;
 pub mod serviceaccount;
 
-use std::sync::Arc;
-
 /// Issues ServiceAccount tokens (in memory in `ksiam all`, or through the token service).
 pub trait TokenIssuer: Send + Sync {
     /// A token for the KubeSphere ServiceAccount `namespace/name`, expiring after `ttl_seconds` if given.
@@ -126,76 +124,5 @@ pub enum Error {
     Internal(String),
 }
 
-/// Which components have synced their watches (`/readyz`).
-#[derive(Clone, Debug, Default)]
-pub struct Readiness {
-    components: Arc<parking_lot::Mutex<std::collections::BTreeMap<&'static str, bool>>>,
-}
-
-impl Readiness {
-    /// Registers a component that is not ready yet.
-    pub fn register(&self, name: &'static str) -> Ready {
-        self.components.lock().insert(name, false);
-        Ready {
-            name,
-            readiness: self.clone(),
-        }
-    }
-
-    /// Whether every registered component is ready.
-    pub fn is_ready(&self) -> bool {
-        self.components.lock().values().all(|r| *r)
-    }
-
-    /// The components that are not ready yet.
-    pub fn pending(&self) -> Vec<&'static str> {
-        self.components
-            .lock()
-            .iter()
-            .filter(|(_, r)| !**r)
-            .map(|(n, _)| *n)
-            .collect()
-    }
-}
-
-/// One component's readiness switch.
-#[derive(Clone, Debug)]
-pub struct Ready {
-    name: &'static str,
-    readiness: Readiness,
-}
-
-impl Ready {
-    /// Whether this component is ready.
-    pub fn is_ready(&self) -> bool {
-        self.readiness
-            .components
-            .lock()
-            .get(self.name)
-            .copied()
-            .unwrap_or(false)
-    }
-
-    /// Marks the component ready (or not).
-    pub fn set(&self, ready: bool) {
-        self.readiness.components.lock().insert(self.name, ready);
-    }
-
-    /// Marks the component ready once the controller's store has its first complete list.
-    pub async fn when_synced<K>(self, store: kube::runtime::reflector::Store<K>)
-    where
-        K: kube::Resource + Clone + 'static,
-        K::DynamicType: Clone + Eq + std::hash::Hash,
-    {
-        // kube-runtime's readiness signal keeps a single waker, and the controller's own applier waits on the
-        // same store: a second waiter is never woken. Re-polling (every 100 ms) sees the state once set.
-        loop {
-            match tokio::time::timeout(std::time::Duration::from_millis(100), store.wait_until_ready()).await
-            {
-                Ok(Ok(())) => return self.set(true),
-                Ok(Err(_)) => return,
-                Err(_elapsed) => {}
-            }
-        }
-    }
-}
+/// Which components have synced their watches (`/readyz`): the process-wide set of `ksiam-runtime`.
+pub use ksiam_runtime::{Readiness, Ready};

@@ -19,7 +19,7 @@ pub mod register;
 pub mod review;
 mod run;
 pub mod server;
-pub mod tls;
+pub use ksiam_runtime::tls;
 
 pub use self::{
     admission::{Authorization, Authorize, PolicyAuthorizer, decide, is_kubesphere_identity, validate},

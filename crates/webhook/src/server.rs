@@ -1,7 +1,7 @@
 //! The HTTPS server: axum routes over rustls on a tokio listener, with graceful shutdown.
 //!
 //! ```text
-//! TcpListener ─accept─► task per connection: TLS handshake (CertResolver) ─► hyper http1 ─► axum Router
+//! ksiam_runtime::http (TLS with CertResolver, client CA) ─► axum Router
 //!                                                                   POST /serviceaccount-pod-injector ─► Injector
 //!                                                                   POST /validate-workspacetemplates ─┐
 //!                                                                   POST /validate-namespaces ─────────┴► admission
@@ -19,27 +19,19 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{StatusCode, header};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use ksiam_api::constants::POD_INJECTOR_WEBHOOK_PATH;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use ksiam_runtime::http::{HttpServer, ServeError};
 
 use crate::admission::{Authorize, NAMESPACE_WEBHOOK_PATH, WORKSPACE_TEMPLATE_WEBHOOK_PATH, validate};
 use crate::inject::Injector;
 use crate::lookup::Lookup;
 use crate::review::{encode_review, parse_review};
-use crate::tls::{RELOAD_INTERVAL, ServerTls, TlsError, TlsSource};
+use crate::tls::{ServerTls, TlsError, TlsSource};
 
 /// Largest accepted AdmissionReview body.
 pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
 /// Path of the health endpoint.
 pub const HEALTHZ_PATH: &str = "/healthz";
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send the request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections may take to finish after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -152,10 +144,11 @@ fn review_response(response: kube::core::admission::AdmissionResponse) -> Respon
 
 // === impl Server ===
 
-/// A bound listener with its serving certificate, ready to serve.
+/// A bound listener with its serving certificate, ready to serve (over `ksiam_runtime::http`, the accept
+/// loop every ksiam server shares).
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    http: HttpServer,
     tls: ServerTls,
     client_ca: Option<std::path::PathBuf>,
 }
@@ -164,11 +157,14 @@ impl Server {
     /// Loads the certificate and binds `addr` (port 0 picks a free port).
     pub async fn bind(addr: SocketAddr, tls: &TlsSource) -> Result<Self, ServerError> {
         let tls = ServerTls::load(tls)?;
-        let listener = TcpListener::bind(addr)
+        let http = HttpServer::bind("admission-webhooks", addr)
             .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
+            .map_err(|e| match e {
+                ServeError::Bind { addr, source } => ServerError::Bind { addr, source },
+                ServeError::Tls(e) => ServerError::Tls(e),
+            })?;
         Ok(Self {
-            listener,
+            http,
             tls,
             client_ca: None,
         })
@@ -183,7 +179,7 @@ impl Server {
 
     /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.http.local_addr()
     }
 
     /// The serving certificate and CA bundle.
@@ -208,67 +204,12 @@ impl Server {
         admission: Option<Arc<dyn Authorize>>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
-        let acceptor = TlsAcceptor::from(Arc::new(
-            self.tls.server_config_verifying(self.client_ca.as_deref())?,
-        ));
         let app = router_with_admission(Arc::new(injector), admission);
-        let _reloader = self
-            .tls
-            .reload_task(RELOAD_INTERVAL)
-            .map(|task| AbortOnDrop(tokio::spawn(task)));
-        let graceful = GracefulShutdown::new();
-        if let Ok(addr) = self.listener.local_addr() {
-            tracing::info!(%addr, "serving the pod injector webhook");
-        }
-
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let (tcp, peer) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Usually out of file descriptors: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let acceptor = acceptor.clone();
-            let service = TowerToHyperService::new(app.clone());
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT);
-                let connection = builder.serve_connection(TokioIo::new(tls), service);
-                if let Err(error) = watcher.watch(connection).await {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
-                }
-            });
-        }
-
-        drop(self.listener);
-        tracing::info!("pod injector webhook shutting down");
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after the shutdown grace period");
-        }
+        self.http
+            .with_tls(&self.tls, self.client_ca.as_deref())?
+            .with_grace(SHUTDOWN_GRACE)
+            .serve(app, shutdown)
+            .await;
         Ok(())
     }
 }

@@ -296,11 +296,11 @@ impl ServerTls {
                             }
                             changed
                         });
-                        tracing::info!(cert = %files.cert.display(), "reloaded the webhook serving certificate");
+                        tracing::info!(cert = %files.cert.display(), "reloaded the serving certificate");
                     }
                     // Files are often written one after the other: retry on the next tick, keep serving the old one.
                     Err(error) => {
-                        tracing::warn!(%error, "cannot reload the webhook serving certificate; keeping the previous one")
+                        tracing::warn!(%error, "cannot reload the serving certificate; keeping the previous one")
                     }
                 }
             }
