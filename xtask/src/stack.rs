@@ -38,6 +38,8 @@ pub struct Stack {
 
 pub struct KsiamAll {
     pub gateway: String,
+    /// `http://127.0.0.1:PORT` of the admin server (`/livez`, `/readyz`, `/metrics`).
+    pub admin: String,
     pub jwt_secret_file: PathBuf,
     /// `https://127.0.0.1:PORT` of the authorizer's gRPC API (mutual TLS).
     pub authz_grpc: String,
@@ -86,6 +88,7 @@ impl Stack {
         ];
         if let Some(k) = &self.ksiam {
             env.push(("KSIAM_GATEWAY", k.gateway.clone()));
+            env.push(("KSIAM_ADMIN", k.admin.clone()));
             env.push(("KSIAM_JWT_SECRET_FILE", k.jwt_secret_file.display().to_string()));
             env.push(("KSIAM_AUTHZ_GRPC", k.authz_grpc.clone()));
             env.push(("KSIAM_AUTHZ_ADDR", k.authz_grpc.clone()));
@@ -298,6 +301,7 @@ fn start_ksiam(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
     let listen = free_port()?;
     let grpc = free_port()?;
     let token_grpc = free_port()?;
+    let admin = free_port()?;
     let pid_file = cp.run_dir.join("ksiam.pid");
     let (webhooks, crt, key) = cp.authn_authz_webhooks.clone();
     let mut cmd = Command::new("sh");
@@ -313,6 +317,7 @@ fn start_ksiam(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
         .env("KUBECONFIG", &cp.ksiam_kubeconfig)
         .env("KSIAM_JWT_SECRET_FILE", &jwt_secret_file)
         .env("KSIAM_GATEWAY_LISTEN", listen.to_string())
+        .env("KSIAM_ADMIN_LISTEN", admin.to_string())
         .env("KSIAM_AUTHZ_GRPC_LISTEN", grpc.to_string())
         .env("KSIAM_TOKEN_GRPC_LISTEN", token_grpc.to_string())
         .env("KSIAM_AUTHZ_WEBHOOK_LISTEN", webhooks.to_string())
@@ -328,9 +333,10 @@ fn start_ksiam(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
         .env("KSIAM_GRPC_CLIENT_CA_FILE", &cp.grpc_pki.ca);
     cp.procs.spawn("ksiam", cmd, &cp.run_dir.join("ksiam.log"))?;
     cp.procs
-        .wait_ready("ksiam", Duration::from_secs(90), || http_ok(listen, "/readyz"))?;
+        .wait_ready("ksiam", Duration::from_secs(90), || http_ok(admin, "/readyz"))?;
     Ok(KsiamAll {
         gateway: format!("http://{listen}"),
+        admin: format!("http://{admin}"),
         jwt_secret_file,
         authz_grpc: format!("https://{grpc}"),
         token_grpc: format!("https://{token_grpc}"),

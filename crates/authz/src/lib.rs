@@ -20,7 +20,7 @@ pub mod watch;
 pub mod webhook;
 
 pub use self::{
-    grpc::{AuthzClient, AuthzService, ClientError, ServeError, serve_grpc},
+    grpc::{AuthzClient, AuthzService, CacheConfig, ClientError, ServeError, serve_grpc},
     metrics::Metrics,
     watch::{list_policy, watch},
     webhook::{WebhookServeError, WebhookState, WebhookTls, review_sar, serve_webhooks, webhook_router},

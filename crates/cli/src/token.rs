@@ -29,6 +29,9 @@ pub enum Command {
         #[arg(long)]
         expires_in: Option<i64>,
     },
+    /// Run the token service: it owns the signing key and serves IssueToken, VerifyToken, WatchKeys and
+    /// WatchRevocations over gRPC.
+    Serve(Box<crate::modes::TokenServeCommand>),
     /// Print a token's header and claims (without verifying it).
     Decode {
         /// The token.
@@ -61,6 +64,7 @@ pub fn run(cmd: Command, out: &mut impl Write) -> anyhow::Result<()> {
             writeln!(out, "{header}")?;
             writeln!(out, "{claims}")?;
         }
+        Command::Serve(_) => anyhow::bail!("`ksiam token serve` is a service; main runs it"),
     }
     Ok(())
 }

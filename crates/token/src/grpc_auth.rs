@@ -730,6 +730,19 @@ pub async fn connect(
     endpoint.connect().await
 }
 
+/// [`connect`] without waiting for the server: the channel connects on its first call and reconnects
+/// (with backoff) after the server restarts, so a client can start before its server.
+pub fn connect_lazy(
+    uri: impl Into<String>,
+    tls: Option<&ClientTls>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut endpoint = Endpoint::from_shared(uri.into())?.tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.config())?;
+    }
+    Ok(endpoint.connect_lazy())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -426,7 +426,14 @@ fn ownership_ksiam_authz_alone_refuses_revoked_tokens() -> anyhow::Result<()> {
     let log = std::env::temp_dir().join(format!("ksiam-e2e-authz-{}.log", ksiam_e2e::random_suffix()));
     let mut authz = Child(
         std::process::Command::new(&bin)
-            .args(["authz", "--grpc-listen", &grpc, "--webhook-listen", &webhooks])
+            .args([
+                "authz",
+                "--authz-grpc-listen",
+                &grpc,
+                "--authz-webhook-listen",
+                &webhooks,
+            ])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .arg("--jwt-secret-file")
             .arg(&secret_file)
             .env("KUBECONFIG", &e2e().kubeconfig)

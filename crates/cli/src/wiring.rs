@@ -1,0 +1,442 @@
+//! One wiring for every mode. A mode is a [`Plan`]: which parts run in this process. The parts are built
+//! here, once, in one order, and shared by whatever needs them; `ksiam all` is the plan with every part,
+//! so it is exactly the union of the single modes and nothing can drift between them.
+//!
+//! ```text
+//! process:  signals ─► shutdown · Readiness · Registry ─► admin server (/livez /readyz /metrics)
+//! keys ─► TokenService (live token set, key and revocation streams) ─┬─► token gRPC        (token_grpc)
+//!                                                                     └─► Authenticator ◄── informer caches
+//! policy watches ─► PolicyStore ─┬─► gateway (LocalAuthorize), or RemoteAuthorize ─► `ksiam authz` gRPC
+//!                                ├─► authorizer gRPC                                  (authz_grpc)
+//!                                ├─► SubjectAccessReview/TokenReview webhooks         (authz_webhooks)
+//!                                └─► admission checks ─► Pod injection + validating webhooks (admission)
+//! controllers, while holding the leader Lease                                          (controllers)
+//! ```
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use ksiam_rbac::{Attributes, Authorizer, PolicyStore};
+use ksiam_runtime::{CancellationToken, Readiness, SharedRegistry, http::HttpServer, limit::InflightLimits};
+use ksiam_token::{Issuer, KeySet};
+use tracing::info;
+
+use crate::args::*;
+
+/// The parts one process runs.
+pub struct Plan {
+    /// The mode's name, for messages.
+    pub mode: &'static str,
+    pub service: ServiceArgs,
+    pub keys: KeyArgs,
+    pub authorization: ModeArg,
+    /// A remote authorizer for the gateway instead of the policy in process.
+    pub remote_authz: Option<(String, GrpcClientArgs)>,
+    pub grpc: GrpcServerArgs,
+    pub controllers: Option<LeaseArgs>,
+    pub gateway: Option<GatewayArgs>,
+    pub authz_webhooks: Option<AuthzWebhookArgs>,
+    pub admission: Option<AdmissionArgs>,
+    pub token_grpc: Option<SocketAddr>,
+    pub authz_grpc: Option<SocketAddr>,
+}
+
+impl Plan {
+    fn authenticates(&self) -> bool {
+        self.gateway.is_some() || self.authz_webhooks.is_some()
+    }
+
+    fn needs_policy(&self) -> bool {
+        (self.gateway.is_some() && self.remote_authz.is_none())
+            || self.authz_webhooks.is_some()
+            || self.authz_grpc.is_some()
+            || self.admission.is_some()
+    }
+}
+
+/// The tasks of the process: the first one that fails (or a server that stops by itself) stops all.
+struct Tasks {
+    set: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
+    shutdown: CancellationToken,
+}
+
+impl Tasks {
+    fn spawn(&mut self, name: &'static str, fut: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+        let shutdown = self.shutdown.clone();
+        self.set.spawn(async move {
+            let result = fut.await;
+            if let Err(e) = &result {
+                tracing::error!(part = name, error = %format!("{e:#}"), "stopped with an error");
+            } else if !shutdown.is_cancelled() {
+                tracing::warn!(part = name, "stopped before shutdown");
+            }
+            shutdown.cancel();
+            (name, result)
+        });
+    }
+
+    async fn join(mut self) -> anyhow::Result<()> {
+        let mut first = Ok(());
+        while let Some(joined) = self.set.join_next().await {
+            let (name, result) = joined.context("a task panicked")?;
+            if first.is_ok()
+                && let Err(e) = result
+            {
+                first = Err(e.context(format!("{name} failed")));
+            }
+        }
+        first
+    }
+}
+
+/// Runs `plan` until SIGINT/SIGTERM or until one of its parts fails.
+pub async fn run(plan: Plan) -> anyhow::Result<()> {
+    let mode = plan.mode;
+    let authorizer = Authorizer::new(plan.authorization.into());
+    // Checked before anything starts: gRPC only with its security configured.
+    let grpc_security = if plan.token_grpc.is_some() || plan.authz_grpc.is_some() {
+        Some(Arc::new(plan.grpc.security()?))
+    } else {
+        None
+    };
+    let keys = if plan.authenticates() || plan.controllers.is_some() || plan.token_grpc.is_some() {
+        Some(plan.keys.required(mode)?)
+    } else {
+        plan.keys
+            .jwt_secret_file
+            .as_ref()
+            .map(|_| plan.keys.required(mode))
+            .transpose()?
+    };
+    let upstream = kube::Config::infer()
+        .await
+        .context("cannot configure the Kubernetes client (in-cluster or kubeconfig)")?;
+    let client = kube::Client::try_from(upstream.clone()).context("cannot build the Kubernetes client")?;
+
+    // The process: one shutdown, one readiness, one registry, one admin server.
+    let shutdown = ksiam_runtime::signals::shutdown_on_signals();
+    let readiness = Readiness::default();
+    let registry = SharedRegistry::default();
+    let mut tasks = Tasks {
+        set: tokio::task::JoinSet::new(),
+        shutdown: shutdown.clone(),
+    };
+    let admin = HttpServer::bind("admin", plan.service.admin.admin_listen).await?;
+    {
+        let app = ksiam_runtime::admin::router(readiness.clone(), registry.clone());
+        let stop = shutdown.clone();
+        tasks.spawn("admin server", async move {
+            admin.serve(app, stop.cancelled_owned()).await;
+            Ok(())
+        });
+    }
+
+    // Authorization: the policy, watched into one in-process store.
+    let store = Arc::new(PolicyStore::default());
+    let authz_metrics = ksiam_authz::Metrics::new(&mut registry.write());
+    if plan.needs_policy() {
+        let ready = readiness.register("policy");
+        let (client, watched, metrics, stop) = (
+            client.clone(),
+            store.clone(),
+            authz_metrics.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn("policy watches", async move {
+            ksiam_authz::watch(client, watched, metrics, stop).await;
+            Ok(())
+        });
+        let store = store.clone();
+        tokio::spawn(async move {
+            while !store.is_ready() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ready.set(true);
+        });
+    }
+    let authz = ksiam_authz::AuthzService::new(store.clone(), authorizer, authz_metrics);
+
+    // Authentication: revocation through the token Secrets (the token service keeps the live set and
+    // streams its changes), existence through the informer caches.
+    let tokens = keys.as_ref().map(|keys| {
+        let tokens = ksiam_token::grpc::TokenService::new(keys.clone(), plan.keys.issuer.clone());
+        tokens.enforce_live_tokens(true);
+        tokens
+    });
+    let authentication = match (&tokens, &keys) {
+        (Some(tokens), Some(keys)) if plan.authenticates() || plan.token_grpc.is_some() => {
+            let host = host_authentication(
+                &client,
+                keys.clone(),
+                tokens.live_tokens().clone(),
+                Arc::new(tokens.clone()),
+                &readiness,
+                &shutdown,
+            );
+            let live_watch = host.live_watch;
+            tasks.spawn("token-Secret watch", async move {
+                live_watch.await.context("the token-Secret watch panicked")
+            });
+            Some((host.authenticator, host.caches))
+        }
+        _ => None,
+    };
+
+    if let (Some(addr), Some(security), Some(tokens)) = (plan.token_grpc, &grpc_security, &tokens) {
+        let listener = bind(addr).await?;
+        let (security, tokens, stop) = (security.clone(), tokens.clone(), shutdown.clone());
+        info!(listen = %addr, plaintext = security.is_plaintext(), "token service gRPC API");
+        tasks.spawn("token gRPC server", async move {
+            ksiam_token::grpc::serve(listener, tokens, &security, stop.cancelled_owned())
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    if let (Some(addr), Some(security)) = (plan.authz_grpc, &grpc_security) {
+        let listener = bind(addr).await?;
+        let (security, authz, stop) = (security.clone(), authz.clone(), shutdown.clone());
+        info!(listen = %addr, plaintext = security.is_plaintext(), "authorizer gRPC API");
+        tasks.spawn("authorizer gRPC server", async move {
+            ksiam_authz::serve_grpc(listener, authz, &security, stop)
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    if let Some(webhooks) = &plan.authz_webhooks
+        && let Some(addr) = webhooks.authz_webhook_listen
+    {
+        let listener = bind(addr).await?;
+        let router = ksiam_authz::webhook_router(ksiam_authz::WebhookState {
+            authz: authz.clone(),
+            authenticator: authentication.as_ref().map(|(a, _)| a.clone()),
+        })?;
+        let (tls, stop) = (webhooks.tls(), shutdown.clone());
+        info!(listen = %addr, tls = tls.is_some(), token_review = authentication.is_some(), "kube-apiserver authorization and token webhooks");
+        tasks.spawn("kube-apiserver webhooks", async move {
+            ksiam_authz::serve_webhooks(listener, router, tls, stop)
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+
+    if let Some(admission) = &plan.admission {
+        let config = admission.config()?;
+        let register = config.register;
+        // The validating checks (workspace manager, namespace labels) ask the same in-process store.
+        let checks: Arc<dyn ksiam_webhook::Authorize> =
+            Arc::new(ksiam_webhook::PolicyAuthorizer::new(authorizer, store.clone()));
+        let (webhook_client, stop) = (client.clone(), shutdown.clone());
+        let webhook = tokio::spawn(async move {
+            ksiam_webhook::run_with_admission(config, webhook_client, Some(checks), stop.cancelled_owned())
+                .await
+        });
+        if register {
+            wait_for_webhook_registration(&client, &webhook).await?;
+        }
+        tasks.spawn("admission webhooks", async move {
+            webhook
+                .await
+                .context("the admission webhooks panicked")?
+                .map_err(anyhow::Error::from)
+        });
+    }
+
+    if let Some(gateway) = &plan.gateway {
+        let (authenticator, caches) = authentication
+            .clone()
+            .context("the gateway needs the authenticator")?;
+        let authorize: Arc<dyn ksiam_gateway::Authorize> = match &plan.remote_authz {
+            None => Arc::new(ksiam_gateway::LocalAuthorize::new(authorizer, store.clone())),
+            Some((addr, grpc)) => Arc::new(RemoteAuthorize::connect(addr, grpc)?),
+        };
+        let ready = readiness.clone();
+        let parts = ksiam_gateway::GatewayParts {
+            config: ksiam_gateway::GatewayConfig {
+                host_cluster: gateway.host_cluster.clone(),
+                body_limit: gateway.gateway_body_limit,
+                request_timeout: Duration::from_secs(gateway.gateway_request_timeout_seconds),
+                upstream: Some(upstream),
+                ..ksiam_gateway::GatewayConfig::default()
+            },
+            caches,
+            authenticator,
+            authorize,
+            oidc: keys.clone().map(|keys| ksiam_gateway::Oidc {
+                issuer: plan.keys.issuer.clone(),
+                keys,
+            }),
+            registry: registry.clone(),
+            also_ready: Some(Arc::new(move || ready.is_ready())),
+        };
+        let gateway_server = ksiam_gateway::Gateway::new(parts)?;
+        let limits = InflightLimits::new(gateway.limits, ksiam_runtime::limit::kubernetes_long_running);
+        limits.register(registry.write().sub_registry_with_prefix("ksiam_gateway"));
+        let app = limits.layer(gateway_server.router());
+        let server = HttpServer::bind("gateway", gateway.gateway_listen).await?;
+        let stop = shutdown.clone();
+        tasks.spawn("gateway", async move {
+            server.serve(app, stop.cancelled_owned()).await;
+            Ok(())
+        });
+    }
+
+    if let Some(lease) = &plan.controllers {
+        let keys = keys.clone().context("the controllers need the signing key")?;
+        let issuer = Issuer::new(keys, plan.keys.issuer.clone());
+        let (client, lease, readiness, stop) =
+            (client.clone(), lease.clone(), readiness.clone(), shutdown.clone());
+        tasks.spawn("controllers", async move {
+            controllers(client, issuer, &lease, readiness, stop).await
+        });
+    }
+
+    info!(mode, "started");
+    tasks.join().await
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Runs the controllers while this replica holds the leader Lease; an error means the Lease was lost.
+async fn controllers(
+    client: kube::Client,
+    issuer: Issuer,
+    lease: &LeaseArgs,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let issuer = Arc::new(ksiam_controller::UniqueIssuer::new(issuer));
+    let ctx = Arc::new(
+        ksiam_controller::serviceaccount::Context::new(client.clone(), issuer)
+            .with_readiness(readiness.clone()),
+    );
+    ksiam_controller::lease::run_as_leader(client.clone(), lease.config(), shutdown, |stop| async move {
+        tokio::join!(
+            ksiam_controller::serviceaccount::run(ctx.clone(), stop.clone().cancelled_owned()),
+            ksiam_controller::filler::run(ctx, stop.clone().cancelled_owned()),
+            ksiam_controller::roles::run(client, readiness, || stop.clone().cancelled_owned()),
+        );
+    })
+    .await?;
+    Ok(())
+}
+
+/// What [`host_authentication`] starts.
+pub(crate) struct HostAuthentication {
+    /// Verifies bearer tokens with revocation and existence checks; refuses every token until synced.
+    pub authenticator: Arc<ksiam_token::Authenticator>,
+    /// The informer caches behind the existence checks (the gateway reads them too).
+    pub caches: Arc<ksiam_gateway::Caches>,
+    /// The token-Secret watch (ends at shutdown).
+    pub live_watch: tokio::task::JoinHandle<()>,
+}
+
+/// The host-cluster authenticator of every part that authenticates tokens (gateway, TokenReview): built
+/// in one place so none of them can skip a check: revocation through the token Secrets (watched into
+/// `hold`, whose live set is `live`), existence of ServiceAccounts and Users through the informer caches,
+/// and fail-closed (every token refused) until the token-Secret watch and those caches have their first
+/// complete list.
+pub(crate) fn host_authentication(
+    client: &kube::Client,
+    keys: KeySet,
+    live: Arc<ksiam_token::LiveTokens>,
+    hold: Arc<dyn ksiam_token::HoldTokens>,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> HostAuthentication {
+    let synced = readiness.register("token-secrets");
+    let live_watch = tokio::spawn(ksiam_controller::live::run(
+        client.clone(),
+        hold,
+        synced.clone(),
+        shutdown.clone().cancelled_owned(),
+    ));
+    let (directory, caches) = ksiam_gateway::KubeDirectory::start(client, shutdown);
+    let gate = caches.clone();
+    let authenticator = Arc::new(
+        ksiam_token::Authenticator::new(keys)
+            .with_live_tokens(live)
+            .with_directory(directory)
+            .with_ready(Arc::new(move || {
+                synced.is_ready() && gate.service_accounts.synced() && gate.users.synced()
+            })),
+    );
+    HostAuthentication {
+        authenticator,
+        caches,
+        live_watch,
+    }
+}
+
+/// The gateway's authorizer in the split topology: `ksiam authz` over gRPC, through the client's
+/// generation-invalidated decision cache. An unreachable authorizer is an error (a 500), never an allow.
+struct RemoteAuthorize {
+    client: ksiam_authz::AuthzClient,
+}
+
+impl RemoteAuthorize {
+    fn connect(addr: &str, grpc: &GrpcClientArgs) -> anyhow::Result<Self> {
+        let tls = grpc.tls_for(addr)?;
+        let channel = ksiam_token::grpc_auth::connect_lazy(addr.to_owned(), tls.as_ref())
+            .with_context(|| format!("invalid authorizer address {addr:?}"))?;
+        Ok(Self {
+            client: ksiam_authz::AuthzClient::new(channel, ksiam_authz::CacheConfig::default()),
+        })
+    }
+}
+
+impl ksiam_gateway::Authorize for RemoteAuthorize {
+    fn authorize<'a>(
+        &'a self,
+        a: Attributes<'a>,
+    ) -> BoxFuture<'a, Result<ksiam_gateway::AuthzDecision, ksiam_gateway::AuthorizeError>> {
+        Box::pin(async move {
+            match self.client.authorize(&a).await {
+                Ok(r) => Ok(ksiam_gateway::AuthzDecision {
+                    allowed: r.allowed,
+                    denied: false,
+                    reason: r.reason,
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the authorizer did not answer; failing closed");
+                    Err(ksiam_gateway::AuthorizeError(
+                        "the authorizer is unavailable".to_owned(),
+                    ))
+                }
+            }
+        })
+    }
+}
+
+async fn wait_for_webhook_registration(
+    client: &kube::Client,
+    webhook: &tokio::task::JoinHandle<Result<(), ksiam_webhook::Error>>,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
+    let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
+    let validating: kube::Api<ValidatingWebhookConfiguration> = kube::Api::all(client.clone());
+    for _ in 0..300 {
+        anyhow::ensure!(!webhook.is_finished(), "the webhook stopped during start-up");
+        let registered = api
+            .get_opt(ksiam_api::constants::POD_INJECTOR_WEBHOOK_CONFIGURATION)
+            .await?
+            .and_then(|c| c.webhooks)
+            .is_some_and(|w| w.iter().any(|w| w.client_config.ca_bundle.is_some()));
+        let checks_registered = validating
+            .get_opt(ksiam_webhook::register::ADMISSION_WEBHOOK_CONFIGURATION)
+            .await?
+            .and_then(|c| c.webhooks)
+            .is_some_and(|w| w.iter().all(|w| w.client_config.ca_bundle.is_some()));
+        if registered && checks_registered {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the webhook did not register itself within 30 s")
+}
