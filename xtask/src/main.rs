@@ -42,6 +42,9 @@ enum Command {
         /// Return once everything is ready and leave it running (stop with `cargo xtask down`).
         #[arg(long)]
         detach: bool,
+        /// `all` (one `ksiam all`) or `split` (one process per service, gRPC between them).
+        #[arg(long, value_enum, default_value_t = stack::Topology::All)]
+        topology: stack::Topology,
     },
     /// Stop everything `cargo xtask up` started.
     Down,
@@ -53,6 +56,9 @@ enum Command {
     E2e {
         #[arg(long, value_enum, default_value_t = control_plane::Backend::Local)]
         backend: control_plane::Backend,
+        /// `all` (one `ksiam all`) or `split` (one process per service, gRPC between them).
+        #[arg(long, value_enum, default_value_t = stack::Topology::All)]
+        topology: stack::Topology,
         /// Extra arguments passed to the test binary (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -87,11 +93,21 @@ fn main() -> anyhow::Result<()> {
     std::env::set_current_dir(&root)?;
     match cli.command {
         Command::Codegen { check } => codegen::run(&root, check),
-        Command::Up { detach } => control_plane::up(&root, detach),
+        Command::Up { detach, topology } => {
+            topology.select();
+            control_plane::up(&root, detach)
+        }
         Command::Down => control_plane::down(&root),
         Command::Test => control_plane::test(&root),
         Command::ClusterBench => cluster_bench::run(&root),
-        Command::E2e { backend, args } => control_plane::e2e(&root, backend, &args),
+        Command::E2e {
+            backend,
+            topology,
+            args,
+        } => {
+            topology.select();
+            control_plane::e2e(&root, backend, &args)
+        }
         Command::Conformance { full } => conformance::run_cli(&root, full),
         Command::Differential { count, seed } => differential::run(
             &root,

@@ -71,6 +71,7 @@ impl Stack {
         let mut cp = ControlPlane::start(&bins, run_dir)?;
         bootstrap(root, &cp.kubectl())?;
         let ksiam = match ksiam_bin {
+            Some(bin) if Topology::current()? == Topology::Split => Some(start_split(&mut cp, &bin)?),
             Some(bin) => Some(start_ksiam(&mut cp, &bin)?),
             None => {
                 say("ksiam all: not built yet (no `ksiam` binary with an `all` subcommand)");
@@ -343,6 +344,166 @@ fn start_ksiam(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
         grpc_pki: cp.grpc_pki.clone(),
         authz_webhooks: format!("https://{webhooks}"),
         pid_file,
+        bin: bin.to_owned(),
+    })
+}
+
+/// How ksiam runs: one `ksiam all`, or one process per service talking gRPC (`KSIAM_TOPOLOGY`, set by
+/// `--topology` of `cargo xtask up` and `cargo xtask e2e`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Topology {
+    /// `ksiam all`: every part in one process.
+    #[default]
+    All,
+    /// `ksiam token serve`, `ksiam authz`, `ksiam controller`, `ksiam webhook` and `ksiam gateway
+    /// --authz-addr`, each its own process.
+    Split,
+}
+
+impl Topology {
+    /// The topology chosen by `--topology` ([`Topology::select`]), else `KSIAM_TOPOLOGY`, else `all`.
+    pub fn current() -> anyhow::Result<Self> {
+        if let Some(t) = SELECTED.get() {
+            return Ok(*t);
+        }
+        match std::env::var("KSIAM_TOPOLOGY").as_deref() {
+            Err(_) | Ok("") | Ok("all") => Ok(Self::All),
+            Ok("split") => Ok(Self::Split),
+            Ok(other) => anyhow::bail!("KSIAM_TOPOLOGY={other}: expected all or split"),
+        }
+    }
+
+    /// Makes the stacks this process starts use `self`.
+    pub fn select(self) {
+        let _ = SELECTED.set(self);
+    }
+}
+
+static SELECTED: std::sync::OnceLock<Topology> = std::sync::OnceLock::new();
+
+/// Environment variables of a process.
+type Env = Vec<(&'static str, std::ffi::OsString)>;
+
+/// Runs `args` of the ksiam binary under the restart loop (SIGKILL → restarted, like a kubelet would;
+/// any other exit stops it), its current pid in `pid_file`.
+fn spawn_restarting(
+    cp: &mut ControlPlane,
+    name: &str,
+    bin: &Path,
+    args: &[&str],
+    env: &[(&str, std::ffi::OsString)],
+    pid_file: &Path,
+) -> anyhow::Result<()> {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(
+            "while :; do \"$@\" & echo $! > \"$KSIAM_PID_FILE\"; wait $!; rc=$?; \
+             [ $rc -eq 137 ] || exit $rc; echo 'ksiam was killed: restarting' >&2; done",
+        )
+        .arg("ksiam-restarter")
+        .arg(bin)
+        .args(args)
+        .env("KSIAM_PID_FILE", pid_file)
+        .env("KUBECONFIG", &cp.ksiam_kubeconfig);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cp.procs.spawn(name, cmd, &cp.run_dir.join(format!("{name}.log")))
+}
+
+/// The split topology: each service its own process, the gateway asking the authorizer over mutual TLS.
+fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> {
+    let bin = cp.run_dir.join("ksiam");
+    std::fs::copy(built, &bin)
+        .with_context(|| format!("copying {} to {}", built.display(), bin.display()))?;
+    let bin = bin.as_path();
+    let jwt_secret_file = cp.run_dir.join("jwt-secret");
+    crate::pki::write_secret(&jwt_secret_file, &crate::pki::random_hex(32)?)?;
+    let pki = cp.grpc_pki.clone();
+    let (webhooks, crt, key) = cp.authn_authz_webhooks.clone();
+    let (gateway, authz_grpc, token_grpc) = (free_port()?, free_port()?, free_port()?);
+    let os = |p: &Path| p.as_os_str().to_owned();
+    let common = |admin: std::net::SocketAddr| -> Env {
+        vec![
+            ("KSIAM_JWT_SECRET_FILE", os(&jwt_secret_file)),
+            ("KSIAM_ADMIN_LISTEN", admin.to_string().into()),
+            ("KSIAM_GRPC_TLS_CERT_FILE", os(&pki.server_crt)),
+            ("KSIAM_GRPC_TLS_KEY_FILE", os(&pki.server_key)),
+            ("KSIAM_GRPC_CLIENT_CA_FILE", os(&pki.ca)),
+        ]
+    };
+    let (gateway_crt, gateway_key) = pki
+        .client("ksiam-gateway")
+        .context("the gateway's gRPC client certificate is missing")?;
+    let controller_pid = cp.run_dir.join("ksiam.pid");
+    let mut admins = Vec::new();
+    let services: [(&str, Vec<&str>, Env); 5] = [
+        (
+            "ksiam-token",
+            vec!["token", "serve"],
+            vec![("KSIAM_TOKEN_GRPC_LISTEN", token_grpc.to_string().into())],
+        ),
+        (
+            "ksiam-authz",
+            vec!["authz"],
+            vec![
+                ("KSIAM_AUTHZ_GRPC_LISTEN", authz_grpc.to_string().into()),
+                ("KSIAM_AUTHZ_WEBHOOK_LISTEN", webhooks.to_string().into()),
+                ("KSIAM_AUTHZ_TLS_CERT_FILE", os(&crt)),
+                ("KSIAM_AUTHZ_TLS_KEY_FILE", os(&key)),
+                ("KSIAM_AUTHZ_CLIENT_CA_FILE", os(&pki.ca)),
+            ],
+        ),
+        ("ksiam-controller", vec!["controller"], Vec::new()),
+        (
+            "ksiam-webhook",
+            vec!["webhook"],
+            vec![("KSIAM_WEBHOOK_CLIENT_CA_FILE", os(&pki.ca))],
+        ),
+        (
+            "ksiam-gateway",
+            vec!["gateway"],
+            vec![
+                ("KSIAM_GATEWAY_LISTEN", gateway.to_string().into()),
+                ("KSIAM_AUTHZ_ADDR", format!("https://{authz_grpc}").into()),
+                ("KSIAM_GRPC_CA", os(&pki.ca)),
+                ("KSIAM_GRPC_CLIENT_CERT", os(gateway_crt)),
+                ("KSIAM_GRPC_CLIENT_KEY", os(gateway_key)),
+            ],
+        ),
+    ];
+    for (name, args, extra) in services {
+        let admin = free_port()?;
+        let mut env = common(admin);
+        env.extend(extra);
+        let pid_file = if name == "ksiam-controller" {
+            controller_pid.clone()
+        } else {
+            cp.run_dir.join(format!("{name}.pid"))
+        };
+        spawn_restarting(cp, name, bin, &args, &env, &pid_file)?;
+        admins.push((name, admin));
+    }
+    for (name, admin) in admins {
+        cp.procs
+            .wait_ready(name, Duration::from_secs(90), || http_ok(admin, "/readyz"))?;
+    }
+    cp.procs
+        .wait_ready("ksiam-gateway", Duration::from_secs(90), || {
+            http_ok(gateway, "/readyz")
+        })?;
+    say(
+        "split topology: ksiam token serve, authz, controller, webhook, gateway (--authz-addr over mutual TLS)",
+    );
+    Ok(KsiamAll {
+        gateway: format!("http://{gateway}"),
+        admin: format!("http://{}", gateway),
+        jwt_secret_file,
+        authz_grpc: format!("https://{authz_grpc}"),
+        token_grpc: format!("https://{token_grpc}"),
+        grpc_pki: pki,
+        authz_webhooks: format!("https://{webhooks}"),
+        pid_file: controller_pid,
         bin: bin.to_owned(),
     })
 }
