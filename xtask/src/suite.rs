@@ -62,10 +62,10 @@ pub fn test(root: &Path) -> anyhow::Result<()> {
             Box::new(|| e2e_local(root, &[])),
         ),
         (
-            "cargo xtask e2e --topology split (seed, serviceaccount, kube_apiserver_auth, token_service, fault)",
+            "cargo xtask e2e --topology split",
             Box::new(|| {
                 crate::stack::Topology::Split.select();
-                e2e_local_tests(root, SPLIT_TESTS, &[])
+                e2e_local(root, &[])
             }),
         ),
     ];
@@ -117,29 +117,9 @@ fn cargo_cmd(root: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-/// The e2e test files `cargo xtask test` also runs on the split topology: the seed walkthrough,
-/// ServiceAccount tokens and revocation, kubectl through kube-apiserver's webhooks, the token service and
-/// the controller killed under load.
-pub const SPLIT_TESTS: &[&str] = &[
-    "seed",
-    "serviceaccount",
-    "kube_apiserver_auth",
-    "token_service",
-    "fault",
-];
-
 /// `cargo test -p ksiam-e2e -- --test-threads=2 [args]`.
 pub fn e2e_test_cmd(root: &Path, args: &[String]) -> Command {
-    e2e_test_cmd_for(root, &[], args)
-}
-
-/// [`e2e_test_cmd`] for the test files `tests` only (all of them when empty).
-fn e2e_test_cmd_for(root: &Path, tests: &[&str], args: &[String]) -> Command {
-    let mut cmd = cargo_cmd(root, &["test", "-p", "ksiam-e2e", "--no-fail-fast"]);
-    for test in tests {
-        cmd.args(["--test", test]);
-    }
-    cmd.arg("--");
+    let mut cmd = cargo_cmd(root, &["test", "-p", "ksiam-e2e", "--no-fail-fast", "--"]);
     // Test errors are anyhow errors; their captured backtraces (RUST_BACKTRACE=1) only bury the message.
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         cmd.env("RUST_LIB_BACKTRACE", "0");
@@ -153,11 +133,6 @@ fn e2e_test_cmd_for(root: &Path, tests: &[&str], args: &[String]) -> Command {
 
 /// The e2e suite against a fresh local control plane, which is always stopped afterwards.
 fn e2e_local(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    e2e_local_tests(root, &[], args)
-}
-
-/// [`e2e_local`] for the test files `tests` only (all of them when empty).
-fn e2e_local_tests(root: &Path, tests: &[&str], args: &[String]) -> anyhow::Result<()> {
     install_signal_handler()?;
     let start = Instant::now();
     let runs = root.join("target").join("e2e");
@@ -180,7 +155,7 @@ fn e2e_local_tests(root: &Path, tests: &[&str], args: &[String]) -> anyhow::Resu
     let run_dir = stack.cp.run_dir.clone();
 
     let step = Step::start("cargo test -p ksiam-e2e");
-    let mut cmd = e2e_test_cmd_for(root, tests, args);
+    let mut cmd = e2e_test_cmd(root, args);
     let target = crate::stack::cargo_target_dir(root);
     cmd.envs(stack.env())
         .env(
