@@ -484,10 +484,15 @@ fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
         spawn_restarting(cp, name, bin, &args, &env, &pid_file)?;
         admins.push((name, admin));
     }
+    let mut gateway_admin = None;
     for (name, admin) in admins {
         cp.procs
             .wait_ready(name, Duration::from_secs(90), || http_ok(admin, "/readyz"))?;
+        if name == "ksiam-gateway" {
+            gateway_admin = Some(admin);
+        }
     }
+    let gateway_admin = gateway_admin.context("the gateway was not started")?;
     cp.procs
         .wait_ready("ksiam-gateway", Duration::from_secs(90), || {
             http_ok(gateway, "/readyz")
@@ -497,7 +502,7 @@ fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
     );
     Ok(KsiamAll {
         gateway: format!("http://{gateway}"),
-        admin: format!("http://{}", gateway),
+        admin: format!("http://{gateway_admin}"),
         jwt_secret_file,
         authz_grpc: format!("https://{authz_grpc}"),
         token_grpc: format!("https://{token_grpc}"),
