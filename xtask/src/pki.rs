@@ -6,7 +6,7 @@
 //!               ├─signs──► ksiam-webhooks.crt/.key (serverAuth; IP 127.0.0.1: ksiam's TokenReview + SubjectAccessReview webhooks)
 //!               ├─signs──► webhook-client.crt/.key (clientAuth; kube-apiserver's identity towards ksiam's webhooks)
 //!               ├─signs──► ksiam-grpc.crt/.key (serverAuth; IP 127.0.0.1: ksiam's gRPC APIs, which trust ca.crt for clients)
-//!               └─signs──► grpc-<identity>.crt/.key (clientAuth; CN=ksiam-admin | ksiam-controller | ksiam-gateway:
+//!               └─signs──► grpc-<identity>.crt/.key (clientAuth; CN=ksiam-admin | ksiam-controller | ksiam-gateway | ksiam-authz:
 //!                          the gRPC client identities of the CLI and the tests)
 //! sa.key/sa.pub            ServiceAccount token signing key pair (ECDSA P-256)
 //! ```
@@ -50,8 +50,9 @@ pub struct Pki {
 
 /// The gRPC client identities `cargo xtask up` issues certificates for: the admin (the CLI's `can-i` and
 /// `who-can`, and the e2e tests' policy queries), the controller (the only identity that may IssueToken)
-/// and the gateway (a verifier that may not issue tokens nor query the policy).
-pub const GRPC_CLIENTS: [&str; 3] = ["ksiam-admin", "ksiam-controller", "ksiam-gateway"];
+/// the gateway (a verifier that may not issue tokens nor query the policy) and the authorizer (a verifier
+/// following the token service's revocations in the split topology).
+pub const GRPC_CLIENTS: [&str; 4] = ["ksiam-admin", "ksiam-controller", "ksiam-gateway", "ksiam-authz"];
 
 /// Generates the CA, the serving and admin certificates and the ServiceAccount key pair into `dir`.
 pub fn generate(dir: &Path) -> anyhow::Result<Pki> {

@@ -50,8 +50,11 @@ pub struct KsiamAll {
     /// `https://127.0.0.1:PORT` of kube-apiserver's TokenReview and SubjectAccessReview webhooks (they
     /// accept only clients with a certificate from the cluster CA).
     pub authz_webhooks: String,
-    /// The file holding the pid of the running `ksiam all` (it changes when the process is restarted).
+    /// The file holding the pid of the process running the controllers (`ksiam all`, or `ksiam controller`
+    /// in the split topology; it changes when the process is restarted).
     pub pid_file: PathBuf,
+    /// Every ksiam process's pid file, by name (the restart test kills each in turn).
+    pub pid_files: Vec<(String, PathBuf)>,
     /// The `ksiam` binary.
     pub bin: PathBuf,
 }
@@ -118,6 +121,12 @@ impl Stack {
                 }
             }
             env.push(("KSIAM_PID_FILE", k.pid_file.display().to_string()));
+            let pid_files: Vec<String> = k
+                .pid_files
+                .iter()
+                .map(|(name, path)| format!("{name}={}", path.display()))
+                .collect();
+            env.push(("KSIAM_PID_FILES", pid_files.join(",")));
             env.push(("KSIAM_BIN", k.bin.display().to_string()));
         }
         env
@@ -343,6 +352,7 @@ fn start_ksiam(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
         token_grpc: format!("https://{token_grpc}"),
         grpc_pki: cp.grpc_pki.clone(),
         authz_webhooks: format!("https://{webhooks}"),
+        pid_files: vec![("ksiam".to_owned(), pid_file.clone())],
         pid_file,
         bin: bin.to_owned(),
     })
@@ -432,11 +442,18 @@ fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
             ("KSIAM_GRPC_CLIENT_CA_FILE", os(&pki.ca)),
         ]
     };
-    let (gateway_crt, gateway_key) = pki
-        .client("ksiam-gateway")
-        .context("the gateway's gRPC client certificate is missing")?;
+    let identity = |cn: &str| -> anyhow::Result<(std::ffi::OsString, std::ffi::OsString)> {
+        let (crt, key) = pki
+            .client(cn)
+            .with_context(|| format!("the gRPC client certificate of {cn} is missing"))?;
+        Ok((os(crt), os(key)))
+    };
+    let (gateway_crt, gateway_key) = identity("ksiam-gateway")?;
+    let (authz_crt, authz_key) = identity("ksiam-authz")?;
+    let token_addr: std::ffi::OsString = format!("https://{token_grpc}").into();
     let controller_pid = cp.run_dir.join("ksiam.pid");
     let mut admins = Vec::new();
+    let mut pid_files = Vec::new();
     let services: [(&str, Vec<&str>, Env); 5] = [
         (
             "ksiam-token",
@@ -452,6 +469,10 @@ fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
                 ("KSIAM_AUTHZ_TLS_CERT_FILE", os(&crt)),
                 ("KSIAM_AUTHZ_TLS_KEY_FILE", os(&key)),
                 ("KSIAM_AUTHZ_CLIENT_CA_FILE", os(&pki.ca)),
+                ("KSIAM_TOKEN_ADDR", token_addr.clone()),
+                ("KSIAM_GRPC_CA", os(&pki.ca)),
+                ("KSIAM_GRPC_CLIENT_CERT", authz_crt),
+                ("KSIAM_GRPC_CLIENT_KEY", authz_key),
             ],
         ),
         ("ksiam-controller", vec!["controller"], Vec::new()),
@@ -466,9 +487,10 @@ fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
             vec![
                 ("KSIAM_GATEWAY_LISTEN", gateway.to_string().into()),
                 ("KSIAM_AUTHZ_ADDR", format!("https://{authz_grpc}").into()),
+                ("KSIAM_TOKEN_ADDR", token_addr),
                 ("KSIAM_GRPC_CA", os(&pki.ca)),
-                ("KSIAM_GRPC_CLIENT_CERT", os(gateway_crt)),
-                ("KSIAM_GRPC_CLIENT_KEY", os(gateway_key)),
+                ("KSIAM_GRPC_CLIENT_CERT", gateway_crt),
+                ("KSIAM_GRPC_CLIENT_KEY", gateway_key),
             ],
         ),
     ];
@@ -483,6 +505,7 @@ fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
         };
         spawn_restarting(cp, name, bin, &args, &env, &pid_file)?;
         admins.push((name, admin));
+        pid_files.push((name.to_owned(), pid_file));
     }
     let mut gateway_admin = None;
     for (name, admin) in admins {
@@ -509,6 +532,7 @@ fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
         grpc_pki: pki,
         authz_webhooks: format!("https://{webhooks}"),
         pid_file: controller_pid,
+        pid_files,
         bin: bin.to_owned(),
     })
 }

@@ -83,6 +83,15 @@ pub struct RemoteAuthzArgs {
     pub authz_addr: Option<String>,
 }
 
+/// Where the token service is, for a verifier in another process (the split topology).
+#[derive(Args, Clone, Debug)]
+pub struct RemoteTokenArgs {
+    /// Follow the revocations of the `ksiam token serve` gRPC service at this address (`https://host:port`)
+    /// instead of watching token Secrets in process. A set older than 10 s (stream down) refuses every token.
+    #[arg(long, env = "KSIAM_TOKEN_ADDR")]
+    pub token_addr: Option<String>,
+}
+
 /// Leader election: only the Lease holder runs the controllers.
 #[derive(Args, Clone, Debug)]
 pub struct LeaseArgs {

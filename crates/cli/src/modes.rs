@@ -46,6 +46,8 @@ impl AllCommand {
             keys: self.keys,
             authorization: self.authorization.authorization,
             remote_authz: None,
+            remote_tokens: None,
+            grpc_client: GrpcClientArgs::default(),
             grpc: self.grpc,
             controllers: Some(self.lease),
             gateway: Some(self.gateway),
@@ -112,6 +114,8 @@ pub struct GatewayCommand {
     #[command(flatten)]
     remote: RemoteAuthzArgs,
     #[command(flatten)]
+    tokens: RemoteTokenArgs,
+    #[command(flatten)]
     grpc_client: GrpcClientArgs,
 }
 
@@ -120,7 +124,9 @@ impl GatewayCommand {
         Plan {
             authorization: self.authorization.authorization,
             gateway: Some(self.gateway),
-            remote_authz: self.remote.authz_addr.map(|addr| (addr, self.grpc_client)),
+            remote_authz: self.remote.authz_addr,
+            remote_tokens: self.tokens.token_addr,
+            grpc_client: self.grpc_client,
             ..Plan::empty("ksiam gateway", self.service, self.keys)
         }
     }
@@ -142,6 +148,10 @@ pub struct AuthzCommand {
     grpc: GrpcServerArgs,
     #[command(flatten)]
     authz_webhooks: AuthzWebhookArgs,
+    #[command(flatten)]
+    tokens: RemoteTokenArgs,
+    #[command(flatten)]
+    grpc_client: GrpcClientArgs,
 }
 
 impl AuthzCommand {
@@ -155,6 +165,8 @@ impl AuthzCommand {
             authz_grpc: self.authz_grpc.authz_grpc_listen,
             grpc: self.grpc,
             authz_webhooks: Some(self.authz_webhooks),
+            remote_tokens: self.tokens.token_addr,
+            grpc_client: self.grpc_client,
             ..Plan::empty("ksiam authz", self.service, self.keys)
         })
     }
@@ -201,6 +213,8 @@ impl Plan {
             keys,
             authorization: ModeArg::Rbac,
             remote_authz: None,
+            remote_tokens: None,
+            grpc_client: GrpcClientArgs::default(),
             grpc: GrpcServerArgs::default(),
             controllers: None,
             gateway: None,

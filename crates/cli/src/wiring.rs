@@ -32,7 +32,11 @@ pub struct Plan {
     pub keys: KeyArgs,
     pub authorization: ModeArg,
     /// A remote authorizer for the gateway instead of the policy in process.
-    pub remote_authz: Option<(String, GrpcClientArgs)>,
+    pub remote_authz: Option<String>,
+    /// A remote token service whose revocations the authenticator follows instead of watching Secrets.
+    pub remote_tokens: Option<String>,
+    /// The identity this process presents to remote services.
+    pub grpc_client: GrpcClientArgs,
     pub grpc: GrpcServerArgs,
     pub controllers: Option<LeaseArgs>,
     pub gateway: Option<GatewayArgs>,
@@ -166,11 +170,20 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     });
     let authentication = match (&tokens, &keys) {
         (Some(tokens), Some(keys)) if plan.authenticates() || plan.token_grpc.is_some() => {
+            let source = match &plan.remote_tokens {
+                None => LiveSource::Watch(Arc::new(tokens.clone())),
+                Some(addr) => {
+                    let tls = plan.grpc_client.tls_for(addr)?;
+                    let channel = ksiam_token::grpc_auth::connect_lazy(addr.clone(), tls.as_ref())
+                        .with_context(|| format!("invalid token service address {addr:?}"))?;
+                    LiveSource::Follow(ksiam_token::grpc::TokenClient::new(channel))
+                }
+            };
             let host = host_authentication(
                 &client,
                 keys.clone(),
                 tokens.live_tokens().clone(),
-                Arc::new(tokens.clone()),
+                source,
                 &readiness,
                 &shutdown,
             );
@@ -248,7 +261,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             .context("the gateway needs the authenticator")?;
         let authorize: Arc<dyn ksiam_gateway::Authorize> = match &plan.remote_authz {
             None => Arc::new(ksiam_gateway::LocalAuthorize::new(authorizer, store.clone())),
-            Some((addr, grpc)) => Arc::new(RemoteAuthorize::connect(addr, grpc)?),
+            Some(addr) => Arc::new(RemoteAuthorize::connect(addr, &plan.grpc_client)?),
         };
         let ready = readiness.clone();
         let parts = ksiam_gateway::GatewayParts {
@@ -331,30 +344,62 @@ pub(crate) struct HostAuthentication {
     pub authenticator: Arc<ksiam_token::Authenticator>,
     /// The informer caches behind the existence checks (the gateway reads them too).
     pub caches: Arc<ksiam_gateway::Caches>,
-    /// The token-Secret watch (ends at shutdown).
+    /// The token-Secret watch or the revocation stream (ends at shutdown).
     pub live_watch: tokio::task::JoinHandle<()>,
 }
 
+/// Where the set of live tokens comes from.
+pub(crate) enum LiveSource {
+    /// A watch on token Secrets in this process, into `hold` (a `LiveTokens`, or the token service that
+    /// also streams its changes).
+    Watch(Arc<dyn ksiam_token::HoldTokens>),
+    /// The `WatchRevocations` stream of a remote token service.
+    Follow(ksiam_token::grpc::TokenClient),
+}
+
 /// The host-cluster authenticator of every part that authenticates tokens (gateway, TokenReview): built
-/// in one place so none of them can skip a check: revocation through the token Secrets (watched into
-/// `hold`, whose live set is `live`), existence of ServiceAccounts and Users through the informer caches,
-/// and fail-closed (every token refused) until the token-Secret watch and those caches have their first
-/// complete list.
+/// in one place so none of them can skip a check: revocation through the live token set `live` (fed by
+/// `source`), existence of ServiceAccounts and Users through the informer caches, and fail-closed (every
+/// token refused) until the live set and those caches have their first complete list — and, when the set
+/// follows a remote token service, whenever its stream has been down longer than the staleness bound.
 pub(crate) fn host_authentication(
     client: &kube::Client,
     keys: KeySet,
     live: Arc<ksiam_token::LiveTokens>,
-    hold: Arc<dyn ksiam_token::HoldTokens>,
+    source: LiveSource,
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> HostAuthentication {
-    let synced = readiness.register("token-secrets");
-    let live_watch = tokio::spawn(ksiam_controller::live::run(
-        client.clone(),
-        hold,
-        synced.clone(),
-        shutdown.clone().cancelled_owned(),
-    ));
+    let (live_watch, current): (_, Arc<dyn Fn() -> bool + Send + Sync>) = match source {
+        LiveSource::Watch(hold) => {
+            let synced = readiness.register("token-secrets");
+            let watch = tokio::spawn(ksiam_controller::live::run(
+                client.clone(),
+                hold,
+                synced.clone(),
+                shutdown.clone().cancelled_owned(),
+            ));
+            (watch, Arc::new(move || synced.is_ready()))
+        }
+        LiveSource::Follow(token_client) => {
+            let ready = readiness.register("token-revocations");
+            let state = Arc::new(ksiam_token::follow::FollowState::default());
+            let follow = tokio::spawn(ksiam_token::follow::follow_revocations(
+                token_client,
+                live.clone(),
+                state.clone(),
+                shutdown.clone().cancelled_owned(),
+            ));
+            let (watched, stop) = (state.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    ready.set(watched.is_current());
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+            (follow, Arc::new(move || state.is_current()))
+        }
+    };
     let (directory, caches) = ksiam_gateway::KubeDirectory::start(client, shutdown);
     let gate = caches.clone();
     let authenticator = Arc::new(
@@ -362,7 +407,7 @@ pub(crate) fn host_authentication(
             .with_live_tokens(live)
             .with_directory(directory)
             .with_ready(Arc::new(move || {
-                synced.is_ready() && gate.service_accounts.synced() && gate.users.synced()
+                current() && gate.service_accounts.synced() && gate.users.synced()
             })),
     );
     HostAuthentication {

@@ -28,6 +28,8 @@ mod keys;
 mod live;
 
 #[cfg(feature = "grpc")]
+pub mod follow;
+#[cfg(feature = "grpc")]
 pub mod grpc;
 #[cfg(feature = "grpc")]
 pub mod grpc_auth;

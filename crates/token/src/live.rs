@@ -49,7 +49,13 @@ struct Inner {
 impl LiveTokens {
     /// Records that Secret `key` holds `token` (replacing what it held before).
     pub fn hold(&self, key: &str, token: &str) {
-        let id = token_id(token);
+        self.hold_id(key, &token_id(token));
+    }
+
+    /// Records that `key` holds the token with id `id` (a verifier following a token service's
+    /// `WatchRevocations` stream knows ids, never tokens).
+    pub fn hold_id(&self, key: &str, id: &str) {
+        let id = id.to_owned();
         let mut inner = self.inner.write();
         if inner.by_secret.get(key) == Some(&id) {
             return;
