@@ -256,6 +256,46 @@ async fn load(
     token: Option<&str>,
     seconds: u64,
 ) -> anyhow::Result<()> {
+    let measured = measure(conns, host, path, token, seconds).await?;
+    ensure!(
+        measured.rejected == 0,
+        "GET {path}: {} requests answered 429",
+        measured.rejected
+    );
+    println!(
+        "| {label} | {:.0} | {} | {} |",
+        measured.admitted_rps(),
+        micros(percentile(&measured.latencies, 0.5)),
+        micros(percentile(&measured.latencies, 0.99)),
+    );
+    Ok(())
+}
+
+/// What a closed-loop run measured: latencies of the successful answers, and the 429s.
+struct Measured {
+    latencies: Vec<Duration>,
+    rejected: u64,
+    elapsed: Duration,
+}
+
+impl Measured {
+    fn admitted_rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn rejected_rps(&self) -> f64 {
+        self.rejected as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The closed loop behind [`load`]: every answer must be a success or a 429 with `Retry-After`.
+async fn measure(
+    conns: Vec<SendRequest<Full<Bytes>>>,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+    seconds: u64,
+) -> anyhow::Result<Measured> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -263,6 +303,7 @@ async fn load(
         let (host, path, token) = (host.to_owned(), path.to_owned(), token.map(str::to_owned));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut rejected = 0u64;
             while Instant::now() < deadline {
                 let mut req = Request::get(path.as_str())
                     .header("host", &host)
@@ -274,7 +315,12 @@ async fn load(
                 send.ready().await?;
                 let resp = send.send_request(req.body(Full::new(Bytes::new()))?).await?;
                 let status = resp.status();
+                let retry_after = resp.headers().contains_key("retry-after");
                 let body = resp.into_body().collect().await?.to_bytes();
+                if status == 429 && retry_after {
+                    rejected += 1;
+                    continue;
+                }
                 ensure!(
                     status.is_success(),
                     "GET {path}: {status} {}",
@@ -282,20 +328,77 @@ async fn load(
                 );
                 latencies.push(t.elapsed());
             }
-            anyhow::Ok(latencies)
+            anyhow::Ok((latencies, rejected))
         }));
     }
     let mut latencies = Vec::new();
+    let mut rejected = 0;
     for t in tasks {
-        latencies.extend(t.await??);
+        let (l, r) = t.await??;
+        latencies.extend(l);
+        rejected += r;
     }
     let elapsed = start.elapsed();
     latencies.sort();
+    Ok(Measured {
+        latencies,
+        rejected,
+        elapsed,
+    })
+}
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+/// The gateway's process (`ksiam all`, or `ksiam-gateway` in the split topology).
+fn gateway_pid() -> anyhow::Result<u32> {
+    let files = std::env::var("KSIAM_PID_FILES").context("KSIAM_PID_FILES is not set")?;
+    let path = files
+        .split(',')
+        .filter_map(|e| e.split_once('='))
+        .find(|(name, _)| matches!(*name, "ksiam" | "ksiam-gateway"))
+        .map(|(_, p)| p.to_owned())
+        .context("no gateway process in KSIAM_PID_FILES")?;
+    Ok(std::fs::read_to_string(path)?.trim().parse()?)
+}
+
+/// Overload: the authorized `/kapis` list at growing closed-loop concurrency, up to 2,048 connections (4× and
+/// more past saturation), against the gateway's default in-flight limits. The excess must be answered 429
+/// at once while the admitted requests keep their latency and the process its memory.
+async fn overload(gateway: &str, token: &str, seconds: u64) -> anyhow::Result<()> {
+    let path = "/kapis/tenant.kubesphere.io/v1beta1/clusters";
+    let pid = gateway_pid()?;
+    let rss_before = rss_kib(pid)?;
     println!(
-        "| {label} | {:.0} | {} | {} |",
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        micros(percentile(&latencies, 0.5)),
-        micros(percentile(&latencies, 0.99)),
+        "| Connections ({seconds} s each) | admitted req/s | admitted p50 | admitted p99 | 429/s | gateway RSS after |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut peak_rss = rss_before;
+    for conns in [16, 64, 512, 2048] {
+        let connections = plain_connections(gateway, conns).await?;
+        let m = measure(connections, gateway, path, Some(token), seconds).await?;
+        let rss = rss_kib(pid)?;
+        peak_rss = peak_rss.max(rss);
+        println!(
+            "| {conns} | {:.0} | {} | {} | {:.0} | {} MiB |",
+            m.admitted_rps(),
+            micros(percentile(&m.latencies, 0.5)),
+            micros(percentile(&m.latencies, 0.99)),
+            m.rejected_rps(),
+            rss / 1024,
+        );
+    }
+    println!(
+        "\nGateway RSS before the overload runs {} MiB, highest after a run {} MiB.",
+        rss_before / 1024,
+        peak_rss / 1024
     );
     Ok(())
 }
@@ -422,6 +525,7 @@ async fn gateway_load(api: Arc<Api>, ns: &str, seconds: u64) -> anyhow::Result<(
     for _ in 0..conns {
         direct.push(api.connect().await?);
     }
+    let overload_token = token.clone();
     load(
         "kube-apiserver directly: `GET /api/v1/namespaces/<ns>/pods` (admin token)",
         direct,
@@ -431,6 +535,8 @@ async fn gateway_load(api: Arc<Api>, ns: &str, seconds: u64) -> anyhow::Result<(
         seconds,
     )
     .await?;
+    println!();
+    overload(&gateway, &overload_token, seconds).await?;
     Ok(())
 }
 
