@@ -1,6 +1,7 @@
-//! Every ksiam process killed in turn (SIGKILL) while requests keep coming: whatever the topology (one
-//! `ksiam all`, or the split services talking gRPC), nothing the policy forbids is ever allowed, a revoked
-//! token is never accepted, and everything serves again within seconds of the restart.
+//! Every ksiam process in turn hangs (SIGSTOP, 3 s) and is then killed (SIGKILL) while requests keep
+//! coming: whatever the topology (one `ksiam all`, or the split services talking gRPC), nothing the policy
+//! forbids is ever allowed, a revoked token is never accepted, and everything serves again within seconds
+//! of the restart.
 //!
 //! `cargo xtask e2e` restarts killed processes like a kubelet would and lists their pid files in
 //! `KSIAM_PID_FILES` (`name=path,…`).
@@ -102,10 +103,14 @@ fn every_ksiam_process_killed_in_turn_fails_closed_and_comes_back() -> anyhow::R
     let result = (|| -> anyhow::Result<()> {
         for (name, file) in &processes {
             let old = pid(file)?;
-            let status = std::process::Command::new("kill")
-                .args(["-9", &old.to_string()])
-                .status()?;
-            anyhow::ensure!(status.success(), "kill -9 {old} ({name}) failed");
+            // A hung dependency first (its connections stay open, nothing answers), then a crash.
+            for (signal, pause) in [("-STOP", Duration::from_secs(3)), ("-KILL", Duration::ZERO)] {
+                let status = std::process::Command::new("kill")
+                    .args([signal, &old.to_string()])
+                    .status()?;
+                anyhow::ensure!(status.success(), "kill {signal} {old} ({name}) failed");
+                std::thread::sleep(pause);
+            }
             let start = Instant::now();
             poll(
                 &format!("{name} to be restarted and the gateway to serve again"),

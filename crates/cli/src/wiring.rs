@@ -417,8 +417,12 @@ pub(crate) fn host_authentication(
     }
 }
 
+/// How long the gateway waits for a remote authorizer before answering 500.
+const REMOTE_AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The gateway's authorizer in the split topology: `ksiam authz` over gRPC, through the client's
-/// generation-invalidated decision cache. An unreachable authorizer is an error (a 500), never an allow.
+/// generation-invalidated decision cache. An unreachable or stalled authorizer is an error (a 500 after at
+/// most [`REMOTE_AUTHORIZE_TIMEOUT`]), never an allow.
 struct RemoteAuthorize {
     client: ksiam_authz::AuthzClient,
 }
@@ -440,17 +444,24 @@ impl ksiam_gateway::Authorize for RemoteAuthorize {
         a: Attributes<'a>,
     ) -> BoxFuture<'a, Result<ksiam_gateway::AuthzDecision, ksiam_gateway::AuthorizeError>> {
         Box::pin(async move {
-            match self.client.authorize(&a).await {
-                Ok(r) => Ok(ksiam_gateway::AuthzDecision {
+            let unavailable = || {
+                Err(ksiam_gateway::AuthorizeError(
+                    "the authorizer is unavailable".to_owned(),
+                ))
+            };
+            match tokio::time::timeout(REMOTE_AUTHORIZE_TIMEOUT, self.client.authorize(&a)).await {
+                Ok(Ok(r)) => Ok(ksiam_gateway::AuthzDecision {
                     allowed: r.allowed,
                     denied: false,
                     reason: r.reason,
                 }),
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "the authorizer did not answer; failing closed");
-                    Err(ksiam_gateway::AuthorizeError(
-                        "the authorizer is unavailable".to_owned(),
-                    ))
+                    unavailable()
+                }
+                Err(_) => {
+                    tracing::warn!(timeout = ?REMOTE_AUTHORIZE_TIMEOUT, "the authorizer did not answer in time; failing closed");
+                    unavailable()
                 }
             }
         })

@@ -22,6 +22,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once by default; further clients wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// Concurrent HTTP/2 streams per connection (Go's default, which kube-apiserver's clients expect).
+pub const MAX_CONCURRENT_STREAMS: u32 = 250;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,7 @@ pub struct HttpServer {
     listener: TcpListener,
     tls: Option<(TlsAcceptor, Option<Reload>)>,
     grace: Duration,
+    max_connections: usize,
 }
 
 impl std::fmt::Debug for HttpServer {
@@ -76,6 +81,7 @@ impl HttpServer {
             listener,
             tls: None,
             grace: SHUTDOWN_GRACE,
+            max_connections: MAX_CONNECTIONS,
         }
     }
 
@@ -98,6 +104,15 @@ impl HttpServer {
         self
     }
 
+    /// How many connections are served at once (default [`MAX_CONNECTIONS`]); while that many are open the
+    /// server stops accepting, so further clients wait in the kernel's listen backlog instead of costing
+    /// memory here.
+    #[must_use]
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
     /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
@@ -111,7 +126,9 @@ impl HttpServer {
             listener,
             tls,
             grace,
+            max_connections,
         } = self;
+        let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
         let (acceptor, reload) = match tls {
             Some((acceptor, reload)) => (Some(acceptor), reload),
             None => (None, None),
@@ -123,6 +140,13 @@ impl HttpServer {
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            let slot = tokio::select! {
+                () = &mut shutdown => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
             let (tcp, peer) = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
@@ -140,6 +164,7 @@ impl HttpServer {
             let app = app.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let result = match acceptor {
                     None => watcher.watch(connection(tcp, peer, app)).await,
                     Some(acceptor) => {
@@ -193,6 +218,10 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .into_owned()
 }
@@ -203,5 +232,61 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use axum::routing::get;
+
+    use super::*;
+
+    fn get_once(stream: &mut std::net::TcpStream) -> std::io::Result<String> {
+        stream.write_all(b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_the_peer_address_and_holds_back_connections_over_the_limit() {
+        let server = HttpServer::bind("test", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap()
+            .with_max_connections(1);
+        let addr = server.local_addr().unwrap();
+        let app = Router::new().route(
+            "/who",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let serving = tokio::spawn(server.serve(app, stop.clone().cancelled_owned()));
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut first = std::net::TcpStream::connect(addr).unwrap();
+            let answer = get_once(&mut first).unwrap();
+            assert!(
+                answer.starts_with("HTTP/1.1 200") && answer.ends_with("127.0.0.1"),
+                "{answer}"
+            );
+            // The second connection is accepted by the kernel but not served while the first is open.
+            let mut second = std::net::TcpStream::connect(addr).unwrap();
+            second.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            assert!(get_once(&mut second).is_err(), "served over the connection limit");
+            drop(first);
+            second.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 512];
+            let n = second.read(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+        .await
+        .unwrap();
+        assert!(outcome.starts_with("HTTP/1.1 200"), "{outcome}");
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .expect("graceful shutdown")
+            .unwrap();
     }
 }
