@@ -296,7 +296,15 @@ fn a_hand_made_token_secret_is_filled() -> anyhow::Result<()> {
             ns.name()
         ),
     )?;
-    std::thread::sleep(Duration::from_secs(2));
+    // No sleep: a Secret for `app` created after `orphan` is filled, so the filler has seen `orphan` too.
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: after-orphan\n  namespace: {}\n  annotations:\n    kubesphere.io/service-account.name: app\ntype: kubesphere.io/service-account-token\n",
+            ns.name()
+        ),
+    )?;
+    secret_token(ns.name(), "after-orphan")?;
     assert_eq!(
         kubectl(&[
             "get",
@@ -323,16 +331,26 @@ fn many_service_accounts_get_exactly_one_secret_each() -> anyhow::Result<()> {
         ));
     }
     kubectl_with_stdin(&["apply", "-f", "-"], &docs)?;
-    poll("30 token secrets", Duration::from_secs(60), || {
-        Ok((token_secrets(ns.name())?.len() >= 30).then_some(()))
-    })?;
-    std::thread::sleep(Duration::from_secs(2));
-    let secrets = token_secrets(ns.name())?;
-    assert_eq!(secrets.len(), 30, "{secrets:?}");
-    for i in 0..30 {
-        let name = token_secret_name(ns.name(), &format!("sa-{i}"))?;
-        assert!(secrets.contains(&name));
-    }
+    // Converged: every ServiceAccount names its token Secret, and the token Secrets are exactly those
+    // (an orphan from a conflict or a duplicate create would stay, and the deadline would pass).
+    let (named, secrets) = poll(
+        "30 ServiceAccounts naming exactly the 30 token Secrets",
+        Duration::from_secs(60),
+        || {
+            let sas = get_json(&["serviceaccounts.kubesphere.io", "-n", ns.name()])?;
+            let mut named: Vec<String> = sas["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|sa| secret_names(sa).first().map(|n| (*n).to_owned()))
+                .collect();
+            named.sort();
+            let mut secrets = token_secrets(ns.name())?;
+            secrets.sort();
+            Ok((named.len() == 30 && named == secrets).then_some((named, secrets)))
+        },
+    )?;
+    assert_eq!(named, secrets);
     Ok(())
 }
 
