@@ -14,7 +14,7 @@
 //! [`is_token_secret_of`] it, then the finalizer is removed.
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use ksiam_api::{constants as c, serviceaccount::ServiceAccount};
 use kube::{Resource, ResourceExt};
 use tracing::warn;
@@ -227,11 +227,21 @@ pub fn mounted_secret(pod: &Pod) -> Option<&str> {
         .find_map(|s| s.secret.as_ref().map(|s| s.name.as_str()))
 }
 
+/// A workload to restart: a Pod's first owner, and the newest creation time among its Pods that mount a
+/// stale Secret.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StaleOwner {
+    /// The owner (a ReplicaSet stands for its Deployment).
+    pub owner: OwnerReference,
+    /// When the newest of its stale Pods was created.
+    pub newest_pod: Option<Time>,
+}
+
 /// The owners (first owner reference, once each) of the Pods that use the ServiceAccount `sa_name`
 /// (annotation) but mount a Secret other than `token_secret`: the workloads to restart. Pods mounting the
 /// token Secret, Pods without the injected volume and Pods of other ServiceAccounts are left alone.
-pub fn stale_owners(pods: &[Pod], sa_name: &str, token_secret: &str) -> Vec<OwnerReference> {
-    let mut owners: Vec<OwnerReference> = Vec::new();
+pub fn stale_owners(pods: &[Pod], sa_name: &str, token_secret: &str) -> Vec<StaleOwner> {
+    let mut owners: Vec<StaleOwner> = Vec::new();
     for pod in pods {
         if pod
             .annotations()
@@ -247,14 +257,32 @@ pub fn stale_owners(pods: &[Pod], sa_name: &str, token_secret: &str) -> Vec<Owne
         let Some(owner) = pod.owner_references().first() else {
             continue;
         };
-        if !owners
-            .iter()
-            .any(|o| o.kind == owner.kind && o.name == owner.name)
+        let created = pod.metadata.creation_timestamp.clone();
+        match owners
+            .iter_mut()
+            .find(|o| o.owner.kind == owner.kind && o.owner.name == owner.name)
         {
-            owners.push(owner.clone());
+            Some(o) => o.newest_pod = o.newest_pod.clone().max(created),
+            None => owners.push(StaleOwner {
+                owner: owner.clone(),
+                newest_pod: created,
+            }),
         }
     }
     owners
+}
+
+/// Whether the workload's restart annotation (`restarted_at`, written by us) is newer than its newest stale
+/// Pod (`newest_pod`): the restart is under way and those Pods are on their way out, so it is not restarted
+/// again. Compared in whole seconds (creation times have no more), strictly: a Pod created in the second of
+/// the restart restarts it again rather than keep a stale token.
+pub fn restart_pending(restarted_at: Option<&str>, newest_pod: Option<&Time>) -> bool {
+    let (Some(restarted_at), Some(newest_pod)) = (restarted_at, newest_pod) else {
+        return false;
+    };
+    restarted_at
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .is_ok_and(|r| r.as_second() > newest_pod.0.as_second())
 }
 
 #[cfg(test)]
@@ -264,7 +292,6 @@ mod tests {
     use k8s_openapi::{
         ByteString,
         api::core::v1::{PodSpec, ProjectedVolumeSource, SecretProjection, Volume, VolumeProjection},
-        apimachinery::pkg::apis::meta::v1::Time,
     };
     use ksiam_api::serviceaccount::ServiceAccountSpec;
 
@@ -623,8 +650,8 @@ mod tests {
         let rs = Some(("ReplicaSet", "app-7d9f"));
         let pods = [
             pod("current", Some("thief"), Some("thief-new00"), rs),
-            pod("stale-1", Some("thief"), Some("thief-old00"), rs),
-            pod("stale-2", Some("thief"), Some("thief-old00"), rs),
+            created(pod("stale-1", Some("thief"), Some("thief-old00"), rs), 100),
+            created(pod("stale-2", Some("thief"), Some("thief-old00"), rs), 300),
             pod(
                 "stale-sts",
                 Some("thief"),
@@ -640,18 +667,40 @@ mod tests {
             pod("no-volume", Some("thief"), None, Some(("DaemonSet", "plain"))),
             pod("bare", Some("thief"), Some("thief-old00"), None),
         ];
-        let owners: Vec<(String, String)> = stale_owners(&pods, "thief", "thief-new00")
+        let owners: Vec<(String, String, Option<i64>)> = stale_owners(&pods, "thief", "thief-new00")
             .into_iter()
-            .map(|o| (o.kind, o.name))
+            .map(|o| (o.owner.kind, o.owner.name, o.newest_pod.map(|t| t.0.as_second())))
             .collect();
         assert_eq!(
             owners,
             [
-                ("ReplicaSet".to_owned(), "app-7d9f".to_owned()),
-                ("StatefulSet".to_owned(), "db".to_owned())
+                ("ReplicaSet".to_owned(), "app-7d9f".to_owned(), Some(300)),
+                ("StatefulSet".to_owned(), "db".to_owned(), None)
             ]
         );
         // After a restart of the controller with nothing replaced: nothing restarts.
         assert!(stale_owners(&pods[..1], "thief", "thief-new00").is_empty());
+    }
+
+    fn created(mut p: Pod, secs: i64) -> Pod {
+        p.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap()));
+        p
+    }
+
+    #[test]
+    fn a_restart_under_way_is_not_repeated() {
+        let at = |secs: i64| Some(Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap()));
+        let stamp = k8s_openapi::jiff::Timestamp::from_second(1000)
+            .unwrap()
+            .to_string();
+        // Stale Pods older than the restart: it is under way.
+        assert!(restart_pending(Some(&stamp), at(999).as_ref()));
+        // A stale Pod created in the second of the restart, or after: restart again.
+        assert!(!restart_pending(Some(&stamp), at(1000).as_ref()));
+        assert!(!restart_pending(Some(&stamp), at(1001).as_ref()));
+        // Never restarted, unreadable annotation, unknown creation time: restart.
+        assert!(!restart_pending(None, at(1).as_ref()));
+        assert!(!restart_pending(Some("yesterday"), at(1).as_ref()));
+        assert!(!restart_pending(Some(&stamp), None));
     }
 }

@@ -422,41 +422,89 @@ async fn restart_stale_workloads(ctx: &Context, ns: &str, sa: &str, token_secret
             return;
         }
     };
-    for owner in plan::stale_owners(&list, sa, token_secret) {
-        if let Err(e) = restart_owner(ctx, ns, &owner.kind, &owner.name).await {
-            warn!(error = %e, kind = %owner.kind, name = %owner.name, "cannot restart workload");
+    for stale in plan::stale_owners(&list, sa, token_secret) {
+        if let Err(e) = restart_owner(ctx, ns, &stale).await {
+            warn!(error = %e, kind = %stale.owner.kind, name = %stale.owner.name, "cannot restart workload");
         }
     }
 }
 
-async fn restart_owner(ctx: &Context, ns: &str, kind: &str, name: &str) -> Result<(), Error> {
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {c::RESTARTED_AT_ANNOTATION: now}}}}});
-    let params = patch_params();
+/// Restarts the workload behind `stale` (a ReplicaSet's Deployment, a StatefulSet, a DaemonSet) by writing
+/// `restartedAt` into its Pod template, unless a restart newer than its stale Pods is already under way
+/// ([`plan::restart_pending`]: the old Pods are still terminating).
+async fn restart_owner(ctx: &Context, ns: &str, stale: &plan::StaleOwner) -> Result<(), Error> {
     let client = ctx.client.clone();
-    match kind {
+    let (kind, name) = (stale.owner.kind.as_str(), stale.owner.name.as_str());
+    let restarted_at = |template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>| {
+        template
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(c::RESTARTED_AT_ANNOTATION))
+            .cloned()
+    };
+    let (kind, name, current) = match kind {
         "ReplicaSet" => {
             let rs = Api::<ReplicaSet>::namespaced(client.clone(), ns)
                 .get(name)
                 .await?;
-            if let Some(o) = rs.owner_references().first().filter(|o| o.kind == "Deployment") {
-                Api::<Deployment>::namespaced(client, ns)
-                    .patch(&o.name, &params, &Patch::Merge(&patch))
-                    .await?;
-                info!(namespace = %ns, deployment = %o.name, "restarted: pods mount a stale token secret");
-            }
+            let Some(o) = rs.owner_references().first().filter(|o| o.kind == "Deployment") else {
+                return Ok(());
+            };
+            let d = Api::<Deployment>::namespaced(client.clone(), ns)
+                .get(&o.name)
+                .await?;
+            (
+                "Deployment",
+                o.name.clone(),
+                restarted_at(d.spec.as_ref().map(|s| &s.template)),
+            )
         }
+        "StatefulSet" => {
+            let s = Api::<StatefulSet>::namespaced(client.clone(), ns)
+                .get(name)
+                .await?;
+            (
+                "StatefulSet",
+                name.to_owned(),
+                restarted_at(s.spec.as_ref().map(|s| &s.template)),
+            )
+        }
+        "DaemonSet" => {
+            let d = Api::<DaemonSet>::namespaced(client.clone(), ns).get(name).await?;
+            (
+                "DaemonSet",
+                name.to_owned(),
+                restarted_at(d.spec.as_ref().map(|s| &s.template)),
+            )
+        }
+        other => {
+            warn!(kind = %other, "cannot restart a workload of this kind");
+            return Ok(());
+        }
+    };
+    if plan::restart_pending(current.as_deref(), stale.newest_pod.as_ref()) {
+        return Ok(());
+    }
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {c::RESTARTED_AT_ANNOTATION: now}}}}});
+    let params = patch_params();
+    match kind {
+        "Deployment" => drop(
+            Api::<Deployment>::namespaced(client, ns)
+                .patch(&name, &params, &Patch::Merge(&patch))
+                .await?,
+        ),
         "StatefulSet" => drop(
             Api::<StatefulSet>::namespaced(client, ns)
-                .patch(name, &params, &Patch::Merge(&patch))
+                .patch(&name, &params, &Patch::Merge(&patch))
                 .await?,
         ),
-        "DaemonSet" => drop(
+        _ => drop(
             Api::<DaemonSet>::namespaced(client, ns)
-                .patch(name, &params, &Patch::Merge(&patch))
+                .patch(&name, &params, &Patch::Merge(&patch))
                 .await?,
         ),
-        other => warn!(kind = %other, "cannot restart a workload of this kind"),
     }
+    info!(namespace = %ns, kind = %kind, name = %name, "restarted: pods mount a stale token secret");
     Ok(())
 }
