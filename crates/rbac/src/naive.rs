@@ -168,7 +168,7 @@ fn subject_is(s: &Subject, a: &Attributes<'_>, default_ns: &str) -> bool {
         return a.user == s.name;
     }
     if s.kind == "Group" {
-        return a.groups.iter().any(|g| *g == s.name);
+        return a.groups.contains(&s.name);
     }
     if s.kind != "ServiceAccount" {
         return false;
