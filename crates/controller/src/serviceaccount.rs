@@ -93,6 +93,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let token_secrets =
         watcher::Config::default().fields(&format!("type={}", c::SERVICE_ACCOUNT_TOKEN_SECRET_TYPE));
     let ready = ctx.readiness.register("serviceaccount-controller");
+    // Only the leader Lease holder gets here (the two-replica e2e test reads this line).
+    info!("ServiceAccount controller running");
     let controller = Controller::new(sas, watcher::Config::default());
     tokio::spawn(ready.when_synced(controller.store()));
     controller
