@@ -143,6 +143,7 @@ fn spans(text: &str) -> impl Iterator<Item = &str> {
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('/')
+        && !s.ends_with("::")
         && s.chars()
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -322,7 +323,7 @@ mod tests {
 | a | `not::a::test::column` | `service.rs::webhook_boundary`, `/metrics` |
 | a | b | `attacks::boundary::*`, `grpc_auth` unit tests |
 
-Prose: `load::tests::deleted_test` and `not_checked_in_prose`.
+Prose: `load::tests::deleted_test`, `tests::` and `not_checked_in_prose`.
 
 ```text
 | x | test |
