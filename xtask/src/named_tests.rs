@@ -232,7 +232,7 @@ impl Index {
         let (last, modules) = segments.split_last().unwrap_or((&"", &[]));
         let in_modules = |f: &&SourceFile| modules.iter().all(|m| f.modules.iter().any(|x| x == m));
         if *last == "*" {
-            return with_tests.clone().filter(in_modules).next().is_some();
+            return with_tests.clone().any(|f| in_modules(&f));
         }
         // A test function…
         if with_tests
