@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 /// The seed of every generated policy.
 pub const SEED: u64 = 42;
-/// The seed of the random conformance requests.
+/// The default seed of the random conformance requests (`cargo xtask conformance` picks one per run).
 pub const REQUEST_SEED: u64 = 7;
 /// The HS256 secret of the benchmark token.
 pub const TOKEN_SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -70,8 +70,8 @@ pub fn token() -> anyhow::Result<String> {
 }
 
 /// Writes `policy-<n>.json`, `cases-<n>.json` and, if `requests > 0`, `requests-<n>.json` for every size, and
-/// `token.json`, into `dir`.
-pub fn write(dir: &Path, sizes: &[usize], requests: usize) -> anyhow::Result<()> {
+/// `token.json`, into `dir`. The random requests come from `request_seed`.
+pub fn write(dir: &Path, sizes: &[usize], requests: usize, request_seed: u64) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for &n in sizes {
         let g = k8s::generate(n, SEED);
@@ -79,7 +79,7 @@ pub fn write(dir: &Path, sizes: &[usize], requests: usize) -> anyhow::Result<()>
         write_json(&dir.join(format!("policy-{n}.json")), &objects)?;
         write_json(&dir.join(format!("cases-{n}.json")), &cases(&g))?;
         if requests > 0 {
-            let reqs = k8s::random_requests(&g.policy, requests, REQUEST_SEED);
+            let reqs = k8s::random_requests(&g.policy, requests, request_seed);
             write_json(&dir.join(format!("requests-{n}.json")), &reqs)?;
         }
     }
@@ -134,7 +134,7 @@ mod tests {
     #[test]
     fn written_files_read_back() {
         let dir = std::env::temp_dir().join(format!("ksiam-bench-test-{}", std::process::id()));
-        write(&dir, &[10], 50).unwrap();
+        write(&dir, &[10], 50, REQUEST_SEED).unwrap();
         let policy = read_policy(&dir.join("policy-10.json")).unwrap();
         let reqs: Vec<AccessRequest> =
             serde_json::from_slice(&fs::read(dir.join("requests-10.json")).unwrap()).unwrap();

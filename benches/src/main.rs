@@ -47,6 +47,9 @@ enum Command {
         /// Random requests per size (0: none).
         #[arg(long, default_value_t = 10_000)]
         requests: usize,
+        /// The seed of the random requests.
+        #[arg(long, default_value_t = ksiam_bench::REQUEST_SEED)]
+        request_seed: u64,
     },
     /// Prints ksiam-rbac's `allow`/`deny` for every request of a request file.
     Decide {
@@ -111,7 +114,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Write { out, sizes, requests } => ksiam_bench::write(&out, &sizes, requests),
+        Command::Write {
+            out,
+            sizes,
+            requests,
+            request_seed,
+        } => ksiam_bench::write(&out, &sizes, requests, request_seed),
         Command::Decide { policy, requests } => {
             let policy = ksiam_bench::read_policy(&policy)?;
             let requests: Vec<AccessRequest> = serde_json::from_slice(&std::fs::read(&requests)?)?;

@@ -27,5 +27,5 @@ pub use self::{
         SEED_CLUSTER_ROLE_BINDING, SEED_GLOBAL_ROLE_BINDING, SEED_POD, SEED_ROLE_AND_BINDING,
         SEED_SERVICE_ACCOUNT, SEED_WORKSPACE_ROLE_BINDING, secret_names, secret_token, token_secret_name,
     },
-    webhook::TestWebhook,
+    webhook::{Hook, TestWebhook},
 };

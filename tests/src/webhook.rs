@@ -1,7 +1,8 @@
 //! A tiny mutating admission webhook served by the test process itself, over TLS on loopback.
 //!
 //! It answers every `AdmissionReview` with `allowed: true` and a JSON patch that adds one label, and counts
-//! the calls, so a test can prove kube-apiserver really called it.
+//! the calls, so a test can prove kube-apiserver really called it. A test can also run its own code on each
+//! request before the answer ([`TestWebhook::start_with_hook`]), holding that request in admission meanwhile.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,12 +36,20 @@ struct Label {
     value: String,
 }
 
+/// Code run on every admission request (the review's `request`) before it is answered.
+pub type Hook = Arc<dyn Fn(&Value) + Send + Sync>;
+
 // === impl TestWebhook ===
 
 impl TestWebhook {
     /// Serves `https://127.0.0.1:<free port>/mutate` with a self-signed certificate for IP 127.0.0.1; every
     /// admitted object gets the label `key=value`.
     pub fn start(key: &str, value: &str) -> anyhow::Result<Self> {
+        Self::start_with_hook(key, value, Arc::new(|_: &Value| {}))
+    }
+
+    /// Like [`Self::start`], and runs `hook` (on a blocking thread) on each request before answering it.
+    pub fn start_with_hook(key: &str, value: &str, hook: Hook) -> anyhow::Result<Self> {
         let tls_key = rcgen::KeyPair::generate()?;
         let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
         params
@@ -75,12 +84,19 @@ impl TestWebhook {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (acceptor, calls, label) = (acceptor.clone(), Arc::clone(&counter), label.clone());
+                let (acceptor, calls, label, hook) = (
+                    acceptor.clone(),
+                    Arc::clone(&counter),
+                    label.clone(),
+                    Arc::clone(&hook),
+                );
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let service = service_fn(move |req| handle(req, Arc::clone(&calls), label.clone()));
+                    let service = service_fn(move |req| {
+                        handle(req, Arc::clone(&calls), label.clone(), Arc::clone(&hook))
+                    });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
                         .await;
@@ -115,6 +131,7 @@ async fn handle(
     req: Request<Incoming>,
     calls: Arc<AtomicUsize>,
     label: Label,
+    hook: Hook,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let review: Option<Value> = match req.into_body().collect().await {
         Ok(body) => serde_json::from_slice(&body.to_bytes()).ok(),
@@ -127,6 +144,8 @@ async fn handle(
         ));
     };
     let request = &review["request"];
+    let seen = request.clone();
+    let _ = tokio::task::spawn_blocking(move || hook(&seen)).await;
     let patch = if request["object"]["metadata"]["labels"].is_object() {
         // JSON pointer escaping: `~` becomes `~0` and `/` becomes `~1`.
         let key = label.key.replace('~', "~0").replace('/', "~1");

@@ -15,27 +15,38 @@ fn apiserver_answers_readyz() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CRDs the seed walkthrough and the suite need; `deploy/crds/` must hold at least these.
+const REQUIRED_CRDS: [&str; 8] = [
+    "serviceaccounts.kubesphere.io",
+    "globalroles.iam.kubesphere.io",
+    "globalrolebindings.iam.kubesphere.io",
+    "workspaceroles.iam.kubesphere.io",
+    "workspacerolebindings.iam.kubesphere.io",
+    "roles.iam.kubesphere.io",
+    "rolebindings.iam.kubesphere.io",
+    "workspacetemplates.tenant.kubesphere.io",
+];
+
 #[test]
 fn generated_crds_are_established() -> anyhow::Result<()> {
     let dir = workspace_root().join("deploy").join("crds");
     let mut names = Vec::new();
-    if dir.is_dir() {
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
-            if path.extension().is_none_or(|e| e != "yaml") {
-                continue;
-            }
-            for doc in serde_yaml::Deserializer::from_str(&std::fs::read_to_string(&path)?) {
-                let crd = serde_json::Value::deserialize(doc)?;
-                if crd["kind"] == "CustomResourceDefinition" {
-                    names.push(crd["metadata"]["name"].as_str().unwrap_or_default().to_owned());
-                }
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        for doc in serde_yaml::Deserializer::from_str(&std::fs::read_to_string(&path)?) {
+            let crd = serde_json::Value::deserialize(doc)?;
+            if crd["kind"] == "CustomResourceDefinition" {
+                names.push(crd["metadata"]["name"].as_str().unwrap_or_default().to_owned());
             }
         }
     }
-    if names.is_empty() {
-        eprintln!(
-            "note: {} holds no CRDs yet, so there is nothing to check",
+    for required in REQUIRED_CRDS {
+        assert!(
+            names.iter().any(|n| n == required),
+            "{} has no CRD {required} (found {names:?})",
             dir.display()
         );
     }

@@ -56,18 +56,33 @@ fn gateway_ready() -> bool {
         && &head[9..12] == b"200"
 }
 
-/// Kills `ksiam all` with SIGKILL and waits until its replacement serves again.
-fn kill_and_wait_for_restart() -> anyhow::Result<Duration> {
+/// The leader Lease's `renewTime` (the stack's `ksiam all` holds `kubesphere-system/ksiam-controller`).
+fn lease_renewed() -> anyhow::Result<String> {
+    let lease = get_json(&["lease", "ksiam-controller", "-n", "kubesphere-system"])?;
+    Ok(lease["spec"]["renewTime"].to_string())
+}
+
+/// Kills `ksiam all` with SIGKILL and waits until its replacement serves again (`/readyz`) and holds the
+/// leader Lease again (its `renewTime` changed: the killed process cannot write it any more). Returns both
+/// delays.
+fn kill_and_wait_for_restart() -> anyhow::Result<(Duration, Duration)> {
     let old = current_pid()?;
     let status = std::process::Command::new("kill")
         .args(["-9", &old.to_string()])
         .status()?;
     anyhow::ensure!(status.success(), "kill -9 {old} failed");
     let start = Instant::now();
+    let renewed = lease_renewed()?;
     poll("ksiam all to be restarted", Duration::from_secs(60), || {
         Ok((current_pid()? != old && gateway_ready()).then_some(()))
     })?;
-    Ok(start.elapsed())
+    let ready = start.elapsed();
+    poll(
+        "the restarted ksiam all to hold the Lease",
+        Duration::from_secs(60),
+        || Ok((lease_renewed()? != renewed).then_some(())),
+    )?;
+    Ok((ready, start.elapsed()))
 }
 
 fn manifest(ns: &str, names: &[String]) -> String {
@@ -92,10 +107,10 @@ fn service_accounts_get_exactly_one_token_secret_while_the_controller_is_killed(
         // Kill in about two batches out of three, at a random moment while the batch is being reconciled.
         if !rng.next().is_multiple_of(3) {
             std::thread::sleep(Duration::from_millis(rng.next() % 400));
-            let down = kill_and_wait_for_restart()?;
+            let (ready, leader) = kill_and_wait_for_restart()?;
             kills += 1;
             eprintln!(
-                "killed ksiam all after batch starting {}; back after {down:?}",
+                "killed ksiam all after batch starting {}; /readyz after {ready:?}, Lease held again after {leader:?}",
                 batch[0]
             );
         }
@@ -107,29 +122,25 @@ fn service_accounts_get_exactly_one_token_secret_while_the_controller_is_killed(
     }
     eprintln!("{kills} kills during {SERVICE_ACCOUNTS} creations");
 
-    // Converged: every ServiceAccount records exactly one Secret.
+    // Converged: every ServiceAccount records exactly one token Secret, the only one it has, and no token
+    // Secret is orphaned. Polled until it holds (a reconcile still in flight may delete a stray); a stray
+    // that stays fails at the deadline with the last observation.
     poll(
-        "every ServiceAccount to have its token Secret",
+        "exactly one recorded token Secret per ServiceAccount, none orphaned",
         Duration::from_secs(120),
-        || {
-            let sas = get_json(&["serviceaccounts.kubesphere.io", "-n", ns.name()])?;
-            let done = sas["items"].as_array().map_or(0, |items| {
-                items
-                    .iter()
-                    .filter(|sa| sa["secrets"].as_array().is_some_and(|s| !s.is_empty()))
-                    .count()
-            });
-            Ok((done == SERVICE_ACCOUNTS).then_some(()))
-        },
+        || converged(ns.name()).map(Some),
     )?;
-    // Let any reconcile still in flight finish before judging.
-    std::thread::sleep(Duration::from_secs(3));
+    Ok(())
+}
 
-    let sas = get_json(&["serviceaccounts.kubesphere.io", "-n", ns.name()])?;
+/// `Ok` when every ServiceAccount of `ns` records exactly the one token Secret it has, and every token
+/// Secret belongs to one of them; otherwise an error saying what is not so yet.
+fn converged(ns: &str) -> anyhow::Result<()> {
+    let sas = get_json(&["serviceaccounts.kubesphere.io", "-n", ns])?;
     let secrets = get_json(&[
         "secrets",
         "-n",
-        ns.name(),
+        ns,
         "--field-selector",
         "type=kubesphere.io/service-account-token",
     ])?;
@@ -152,20 +163,26 @@ fn service_accounts_get_exactly_one_token_secret_while_the_controller_is_killed(
         .flatten()
         .filter_map(|sa| sa["metadata"]["name"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(sa_names.len(), SERVICE_ACCOUNTS);
+    anyhow::ensure!(
+        sa_names.len() == SERVICE_ACCOUNTS,
+        "{} ServiceAccounts",
+        sa_names.len()
+    );
     let orphans: Vec<_> = by_sa.keys().filter(|sa| !sa_names.contains(*sa)).collect();
-    assert!(
+    anyhow::ensure!(
         orphans.is_empty(),
         "token Secrets of no ServiceAccount: {orphans:?}"
     );
     for sa in sas["items"].as_array().into_iter().flatten() {
         let name = sa["metadata"]["name"].as_str().unwrap_or_default();
         let held = by_sa.get(name).cloned().unwrap_or_default();
-        assert_eq!(held.len(), 1, "ServiceAccount {name} has token Secrets {held:?}");
+        anyhow::ensure!(
+            held.len() == 1,
+            "ServiceAccount {name} has token Secrets {held:?}"
+        );
         let recorded = secret_names(sa);
-        assert_eq!(
-            recorded,
-            [held[0].as_str()],
+        anyhow::ensure!(
+            recorded == [held[0].as_str()],
             "ServiceAccount {name} records {recorded:?}"
         );
     }

@@ -7,7 +7,9 @@ use std::{
     time::Duration,
 };
 
-use ksiam_e2e::{TestNamespace, e2e, kubectl, kubectl_with_stdin, poll, secret_token, token_secret_name};
+use ksiam_e2e::{
+    TestNamespace, e2e, kubectl, kubectl_with_stdin, poll, random_suffix, secret_token, token_secret_name,
+};
 
 /// `host:port` of the gateway (plain HTTP).
 fn gateway() -> String {
@@ -73,6 +75,69 @@ fn seed_1_3_fresh_service_account_gets_the_seed_403() -> anyhow::Result<()> {
         ns = ns.name()
     );
     assert_eq!(body, expected);
+    Ok(())
+}
+
+/// Deliberate difference (ARCHITECTURE.md): a ServiceAccount allowed through the filter (`list` on
+/// `clusters.tenant.kubesphere.io`) but without `list` on `clusters.cluster.kubesphere.io` has no User to
+/// read granted clusters from; KubeSphere answers 500 ("failed to describe user"), ksiam an empty list.
+#[test]
+fn service_account_without_cluster_list_permission_gets_an_empty_list_from_the_real_gateway()
+-> anyhow::Result<()> {
+    let ns = TestNamespace::create("gw-clusters")?;
+    let token = service_account_token(ns.name(), "lister")?;
+    let name = format!("e2e-tenant-lister-{}", random_suffix());
+    // Cluster-scoped objects outlive the namespace: deleted when this guard drops.
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for kind in [
+                "globalrolebindings.iam.kubesphere.io",
+                "globalroles.iam.kubesphere.io",
+            ] {
+                let _ = kubectl(&["delete", kind, &self.0, "--ignore-not-found", "--wait=false"]);
+            }
+        }
+    }
+    let _cleanup = Cleanup(name.clone());
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: iam.kubesphere.io/v1beta1
+kind: GlobalRole
+metadata:
+  name: {name}
+rules:
+- apiGroups: [\"tenant.kubesphere.io\"]
+  resources: [\"clusters\"]
+  verbs: [\"list\"]
+---
+apiVersion: iam.kubesphere.io/v1beta1
+kind: GlobalRoleBinding
+metadata:
+  name: {name}
+roleRef:
+  apiGroup: iam.kubesphere.io
+  kind: GlobalRole
+  name: {name}
+subjects:
+- apiGroup: kubesphere.io
+  kind: ServiceAccount
+  name: lister
+  namespace: {ns}
+",
+            ns = ns.name()
+        ),
+    )?;
+    let (status, body) = poll(
+        "the GlobalRoleBinding reaches the authorizer",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = get("/kapis/tenant.kubesphere.io/v1beta1/clusters", &token, "e2e")?;
+            Ok((status != 403).then_some((status, body)))
+        },
+    )?;
+    assert_eq!((status, body.as_str()), (200, r#"{"items":[],"totalItems":0}"#));
     Ok(())
 }
 

@@ -296,7 +296,15 @@ fn a_hand_made_token_secret_is_filled() -> anyhow::Result<()> {
             ns.name()
         ),
     )?;
-    std::thread::sleep(Duration::from_secs(2));
+    // No sleep: a Secret for `app` created after `orphan` is filled, so the filler has seen `orphan` too.
+    kubectl_with_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: after-orphan\n  namespace: {}\n  annotations:\n    kubesphere.io/service-account.name: app\ntype: kubesphere.io/service-account-token\n",
+            ns.name()
+        ),
+    )?;
+    secret_token(ns.name(), "after-orphan")?;
     assert_eq!(
         kubectl(&[
             "get",
@@ -323,16 +331,26 @@ fn many_service_accounts_get_exactly_one_secret_each() -> anyhow::Result<()> {
         ));
     }
     kubectl_with_stdin(&["apply", "-f", "-"], &docs)?;
-    poll("30 token secrets", Duration::from_secs(60), || {
-        Ok((token_secrets(ns.name())?.len() >= 30).then_some(()))
-    })?;
-    std::thread::sleep(Duration::from_secs(2));
-    let secrets = token_secrets(ns.name())?;
-    assert_eq!(secrets.len(), 30, "{secrets:?}");
-    for i in 0..30 {
-        let name = token_secret_name(ns.name(), &format!("sa-{i}"))?;
-        assert!(secrets.contains(&name));
-    }
+    // Converged: every ServiceAccount names its token Secret, and the token Secrets are exactly those
+    // (an orphan from a conflict or a duplicate create would stay, and the deadline would pass).
+    let (named, secrets) = poll(
+        "30 ServiceAccounts naming exactly the 30 token Secrets",
+        Duration::from_secs(60),
+        || {
+            let sas = get_json(&["serviceaccounts.kubesphere.io", "-n", ns.name()])?;
+            let mut named: Vec<String> = sas["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|sa| secret_names(sa).first().map(|n| (*n).to_owned()))
+                .collect();
+            named.sort();
+            let mut secrets = token_secrets(ns.name())?;
+            secrets.sort();
+            Ok((named.len() == 30 && named == secrets).then_some((named, secrets)))
+        },
+    )?;
+    assert_eq!(named, secrets);
     Ok(())
 }
 
@@ -366,6 +384,172 @@ fn expiring_tokens_carry_exp_and_are_rotated_in_place() -> anyhow::Result<()> {
         token_secret_name(ns.name(), "app")?,
         secret,
         "same Secret, so mounted files refresh"
+    );
+    Ok(())
+}
+
+/// A MutatingWebhookConfiguration sending UPDATEs of KubeSphere ServiceAccounts in one namespace to
+/// `webhook`; deleted when dropped.
+struct ServiceAccountWebhook(String);
+
+impl ServiceAccountWebhook {
+    fn register(namespace: &str, webhook: &ksiam_e2e::TestWebhook) -> anyhow::Result<Self> {
+        let name = format!("ksiam-e2e-sa-{}", ksiam_e2e::random_suffix());
+        ksiam_e2e::apply(&serde_json::json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [{
+                "name": "race.e2e.ksiam.io",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 10,
+                "clientConfig": {"url": webhook.url(), "caBundle": webhook.ca_bundle()},
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "rules": [{
+                    "apiGroups": ["kubesphere.io"],
+                    "apiVersions": ["v1alpha1"],
+                    "operations": ["UPDATE"],
+                    "resources": ["serviceaccounts"],
+                }],
+            }],
+        }))?;
+        Ok(Self(name))
+    }
+}
+
+impl Drop for ServiceAccountWebhook {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "delete",
+            "mutatingwebhookconfiguration",
+            &self.0,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// "Never a lost write" (ARCHITECTURE.md): the controller writes `secrets` by server-side apply with the
+/// resourceVersion it read as a precondition. A user's edit of `secrets` made while the controller's write is
+/// in flight (held in admission by a test webhook, after the controller read the ServiceAccount) makes that
+/// write a conflict; the retry reads the edit and keeps it. Without the precondition the forced apply would
+/// replace the list and the user's entry would be lost.
+#[test]
+fn a_user_edit_of_secrets_racing_the_controllers_write_is_kept() -> anyhow::Result<()> {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    use parking_lot::Mutex;
+
+    let ns = TestNamespace::create("sa-race")?;
+    let ns_name = ns.name().to_owned();
+    // The user's entry: an existing Secret that is not a token Secret (it stays, after ours).
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "user-config",
+        "-n",
+        &ns_name,
+        "--from-literal=k=v",
+    ])?;
+
+    // The `secrets` of every write of `app` by the controller, in order, and the outcome of the user's edit.
+    let writes: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let edit: Arc<Mutex<Option<String>>> = Arc::default();
+    let edited = Arc::new(AtomicBool::new(false));
+    let hook: ksiam_e2e::Hook = {
+        let (writes, edit, edited, ns_name) = (writes.clone(), edit.clone(), edited.clone(), ns_name.clone());
+        Arc::new(move |req: &serde_json::Value| {
+            let by_controller = req["options"]["fieldManager"] == "ksiam-controller"
+                || req["userInfo"]["username"] == "ksiam";
+            if req["name"] != "app" || !by_controller {
+                return;
+            }
+            writes.lock().push(req["object"]["secrets"].clone());
+            if !edited.swap(true, Ordering::SeqCst) {
+                // The user's edit lands now: after the controller read the ServiceAccount, before its write.
+                let outcome = kubectl(&[
+                    "patch",
+                    "serviceaccounts.kubesphere.io",
+                    "app",
+                    "-n",
+                    &ns_name,
+                    "--type",
+                    "merge",
+                    "-p",
+                    r#"{"secrets":[{"name":"user-config"}]}"#,
+                ]);
+                *edit.lock() = Some(match outcome {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => format!("{e:#}"),
+                });
+            }
+        })
+    };
+    let webhook = ksiam_e2e::TestWebhook::start_with_hook("e2e.ksiam.io/seen", "true", hook)?;
+    let _config = ServiceAccountWebhook::register(&ns_name, &webhook)?;
+    // The configuration is in effect once a server-side dry run of an update is labelled by the webhook.
+    create_sa(&ns_name, "probe")?;
+    poll(
+        "the webhook configuration to take effect",
+        Duration::from_secs(30),
+        || {
+            let out = kubectl(&[
+                "label",
+                "serviceaccounts.kubesphere.io",
+                "probe",
+                "-n",
+                &ns_name,
+                "probe=1",
+                "--dry-run=server",
+                "-o",
+                "json",
+            ])?;
+            let obj: serde_json::Value = serde_json::from_str(&out)?;
+            Ok((obj["metadata"]["labels"]["e2e.ksiam.io/seen"] == "true").then_some(()))
+        },
+    )?;
+
+    create_sa(&ns_name, "app")?;
+    let secrets = poll(
+        "app to list its token Secret first and the user's entry after it",
+        Duration::from_secs(30),
+        || {
+            let sa = get_json(&["serviceaccounts.kubesphere.io", "app", "-n", &ns_name])?;
+            let names: Vec<String> = secret_names(&sa).into_iter().map(str::to_owned).collect();
+            Ok((names.len() == 2 && names[1] == "user-config").then_some(names))
+        },
+    )?;
+    assert_eq!(edit.lock().as_deref(), Some("ok"), "the user's edit");
+    // The token Secret is a real one of app's, and the only token Secret.
+    let token = secret_token(&ns_name, &secrets[0])?;
+    assert_eq!(
+        verifier()?.verify(&token)?.username,
+        format!("kubesphere:serviceaccount:{ns_name}:app")
+    );
+    assert_eq!(
+        token_secrets(&ns_name)?.len(),
+        2,
+        "app's and probe's, nothing else"
+    );
+    // Conflict and retry: the first write was made from the read before the edit (no user entry); it did not
+    // land (the edit is there), and a later write carried the edit.
+    let writes = writes.lock().clone();
+    assert!(writes.len() >= 2, "the controller wrote only {writes:?}");
+    let first: Vec<&str> = writes[0]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(first, [secrets[0].as_str()], "the first write: {writes:?}");
+    assert!(
+        writes[1..].iter().any(|w| w.to_string().contains("user-config")),
+        "the retry: {writes:?}"
     );
     Ok(())
 }

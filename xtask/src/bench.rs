@@ -60,7 +60,13 @@ pub fn run_cli(root: &Path, only: &[String]) -> anyhow::Result<()> {
     } else {
         load::GRPC_SIZES.to_vec()
     };
-    let prepared = conformance::prepare(root, &sizes, Profile::Bench, &data)?;
+    let prepared = conformance::prepare(
+        root,
+        &sizes,
+        Profile::Bench,
+        &data,
+        conformance::BENCH_REQUEST_SEED,
+    )?;
     let doc_path = root.join("docs").join("benchmarks.md");
     let mut doc = fs::read_to_string(&doc_path)?;
     if micro {

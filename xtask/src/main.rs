@@ -10,6 +10,7 @@ mod control_plane;
 mod differential;
 mod k8s_bin;
 mod kind;
+mod named_tests;
 mod peers;
 mod pki;
 mod probe;
@@ -69,6 +70,8 @@ enum Command {
         #[arg(long)]
         full: bool,
     },
+    /// Every test the documentation names as proof (ARCHITECTURE.md, README.md, docs/) exists.
+    NamedTests,
     /// Only the differential resolver test: the gateway's `Target` vs Kubernetes' RequestInfoFactory.
     Differential {
         /// Generated inputs (default 5,000; `KSIAM_DIFF_COUNT`).
@@ -109,6 +112,7 @@ fn main() -> anyhow::Result<()> {
             control_plane::e2e(&root, backend, &args)
         }
         Command::Conformance { full } => conformance::run_cli(&root, full),
+        Command::NamedTests => named_tests::run(&root),
         Command::Differential { count, seed } => differential::run(
             &root,
             count.unwrap_or(differential::QUICK),

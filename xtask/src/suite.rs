@@ -45,6 +45,10 @@ pub fn test(root: &Path) -> anyhow::Result<()> {
             Box::new(|| crate::codegen::run(root, true)),
         ),
         (
+            "cargo xtask named-tests (every test the docs name exists)",
+            Box::new(|| crate::named_tests::run(root)),
+        ),
+        (
             "cargo test --workspace --exclude ksiam-e2e",
             Box::new(|| {
                 run_inherit(&mut cargo_cmd(

@@ -160,8 +160,15 @@ async fn grpc_authorize_batch_health_and_shutdown() {
     assert_eq!(health(&server, "ksiam.authz.v1.Authorizer").await, not_serving);
 
     store.set_ready(true);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(health(&server, "ksiam.authz.v1.Authorizer").await, serving);
+    // Health follows readiness asynchronously: poll, with a deadline.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while health(&server, "ksiam.authz.v1.Authorizer").await != serving {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health not SERVING 10 s after the store became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(health(&server, "").await, serving);
 
     // The not-ready denial was not cached.

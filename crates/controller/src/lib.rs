@@ -2,6 +2,7 @@
 //!
 //! - [`serviceaccount`]: `ServiceAccount.kubesphere.io` → token Secret, finalizer cleanup, events, restarts of
 //!   workloads whose pods mount a stale token Secret.
+//! - [`plan`]: the ServiceAccount controller's decisions, without I/O (unit-tested case by case).
 //! - [`filler`]: hand-made token Secrets without a token get one.
 //! - [`roles`]: built-in role provisioning for workspaces and namespaces.
 //! - [`live`]: the set of live tokens (revocation), fed from a watch on token Secrets.
@@ -10,6 +11,7 @@
 pub mod filler;
 pub mod lease;
 pub mod live;
+pub mod plan;
 pub mod roles;
 pub mod serviceaccount;
 

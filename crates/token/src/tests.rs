@@ -31,6 +31,30 @@ fn seed_token_header_and_claims_are_byte_identical() {
     );
 }
 
+/// Known answers: the whole token, signature included, for fixed inputs. The expected strings were computed
+/// outside this crate (Python's `hmac`/`hashlib`/`base64` over the header and claims as KubeSphere's Go code
+/// writes them), so a change of any byte of header, claims, their order or the signature fails here.
+#[test]
+fn tokens_are_byte_identical_to_known_answers() {
+    assert_eq!(
+        issuer()
+            .issue_sa_token("default", "sample", 1721324166, None)
+            .unwrap(),
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+         eyJpc3MiOiJodHRwOi8va3MtY29uc29sZS5rdWJlc3BoZXJlLXN5c3RlbS5zdmM6MzA4ODAiLCJzdWIiOiJrdWJlc3BoZXJlOnNlcnZpY2VhY2NvdW50OmRlZmF1bHQ6c2FtcGxlIiwiaWF0IjoxNzIxMzI0MTY2LCJ0b2tlbl90eXBlIjoic3RhdGljX3Rva2VuIiwidXNlcm5hbWUiOiJrdWJlc3BoZXJlOnNlcnZpY2VhY2NvdW50OmRlZmF1bHQ6c2FtcGxlIn0.\
+         n3FUDWthSqAbBzvTdHcsmkXXKp2cwr6BQsrnKdP-leA"
+    );
+    // Another issuer, namespace and name, with an expiry.
+    assert_eq!(
+        Issuer::new(KeySet::legacy(SECRET), "https://iam.example.com")
+            .issue_sa_token("team-a", "robot", 1_700_000_000, Some(1_700_003_600))
+            .unwrap(),
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+         eyJpc3MiOiJodHRwczovL2lhbS5leGFtcGxlLmNvbSIsInN1YiI6Imt1YmVzcGhlcmU6c2VydmljZWFjY291bnQ6dGVhbS1hOnJvYm90IiwiZXhwIjoxNzAwMDAzNjAwLCJpYXQiOjE3MDAwMDAwMDAsInRva2VuX3R5cGUiOiJzdGF0aWNfdG9rZW4iLCJ1c2VybmFtZSI6Imt1YmVzcGhlcmU6c2VydmljZWFjY291bnQ6dGVhbS1hOnJvYm90In0.\
+         U7g2nccPisoGW9Vqe7tAbv1paCSxZdcWz5-lF1TUvFM"
+    );
+}
+
 #[test]
 fn round_trip() {
     let token = issuer().issue_sa_token("default", "sample", NOW, None).unwrap();
