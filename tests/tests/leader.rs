@@ -71,11 +71,12 @@ impl Replica {
             "KSIAM_AUTHZ_GRPC_LISTEN",
             "KSIAM_TOKEN_GRPC_LISTEN",
             "KSIAM_AUTHZ_WEBHOOK_LISTEN",
+            "KSIAM_ADMIN_LISTEN",
         ] {
             env.insert(key.into(), free_port()?.to_string());
         }
         env.insert("KSIAM_GATEWAY_LISTEN".into(), gateway.to_string());
-        env.insert("KSIAM_WEBHOOK_PORT".into(), "0".into());
+        env.insert("KSIAM_WEBHOOK_LISTEN".into(), "127.0.0.1:0".into());
         env.insert("KSIAM_LEASE_NAME".into(), lease.into());
         env.insert("KSIAM_LEASE_IDENTITY".into(), identity.into());
         env.insert("KSIAM_LEASE_DURATION_SECONDS".into(), "5".into());
