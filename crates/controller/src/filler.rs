@@ -86,7 +86,8 @@ pub async fn reconcile(secret: Arc<Secret>, ctx: Arc<Context>) -> Result<Action,
     }
     let token = ctx
         .issuer
-        .issue(&ns, &sa_name, crate::serviceaccount::token_ttl(&sa))?;
+        .issue(&ns, &sa_name, crate::serviceaccount::token_ttl(&sa))
+        .await?;
     let data = BTreeMap::from([(
         c::SERVICE_ACCOUNT_TOKEN_KEY.to_owned(),
         ByteString(token.into_bytes()),

@@ -15,22 +15,23 @@ pub mod plan;
 pub mod roles;
 pub mod serviceaccount;
 
-/// Issues ServiceAccount tokens (in memory in `ksiam all`, or through the token service).
+/// Issues ServiceAccount tokens: in memory in `ksiam all`, or by asking the token service over gRPC in the
+/// split topology (then the controller holds no signing key).
 pub trait TokenIssuer: Send + Sync {
     /// A token for the KubeSphere ServiceAccount `namespace/name`, expiring after `ttl_seconds` if given.
-    fn issue(&self, namespace: &str, name: &str, ttl_seconds: Option<i64>) -> Result<String, Error>;
+    fn issue<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        ttl_seconds: Option<i64>,
+    ) -> futures::future::BoxFuture<'a, Result<String, Error>>;
 }
 
-/// Issues tokens with the in-memory issuer, giving every token of a ServiceAccount a distinct `iat`.
-///
-/// KubeSphere's tokens have no `jti`, so two tokens for one ServiceAccount issued in the same second are
-/// byte-identical. A token Secret recreated within a second of its deletion would then hold the very token
-/// the deletion meant to revoke. This issuer hands out strictly increasing `iat`s per ServiceAccount (at
-/// most a few seconds ahead of the clock, well inside the 10 s `maximumClockSkew`), keeping the claim set
-/// exactly KubeSphere's.
+/// Issues tokens with the in-memory issuer, giving every token of a ServiceAccount a distinct `iat`
+/// ([`ksiam_token::UniqueIat`]), so two tokens of one ServiceAccount are never byte-identical.
 pub struct UniqueIssuer {
     issuer: ksiam_token::Issuer,
-    last_iat: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
+    iat: ksiam_token::UniqueIat,
 }
 
 impl UniqueIssuer {
@@ -38,29 +39,27 @@ impl UniqueIssuer {
     pub fn new(issuer: ksiam_token::Issuer) -> Self {
         Self {
             issuer,
-            last_iat: parking_lot::Mutex::default(),
+            iat: ksiam_token::UniqueIat::default(),
         }
     }
 
-    fn next_iat(&self, key: String) -> i64 {
-        let now = ksiam_token::now_unix();
-        let mut last = self.last_iat.lock();
-        // Forget ServiceAccounts whose last token is older than the clock: they cannot collide any more.
-        if last.len() > 10_000 {
-            last.retain(|_, iat| *iat >= now);
-        }
-        let iat = last.get(&key).map_or(now, |prev| now.max(prev + 1));
-        last.insert(key, iat);
-        iat
+    fn issue_now(&self, namespace: &str, name: &str, ttl_seconds: Option<i64>) -> Result<String, Error> {
+        let iat = self.iat.next(&format!("{namespace}/{name}"));
+        Ok(self
+            .issuer
+            .issue_sa_token(namespace, name, iat, ttl_seconds.map(|t| iat + t))?)
     }
 }
 
 impl TokenIssuer for UniqueIssuer {
-    fn issue(&self, namespace: &str, name: &str, ttl_seconds: Option<i64>) -> Result<String, Error> {
-        let iat = self.next_iat(format!("{namespace}/{name}"));
-        Ok(self
-            .issuer
-            .issue_sa_token(namespace, name, iat, ttl_seconds.map(|t| iat + t))?)
+    fn issue<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        ttl_seconds: Option<i64>,
+    ) -> futures::future::BoxFuture<'a, Result<String, Error>> {
+        let issued = self.issue_now(namespace, name, ttl_seconds);
+        Box::pin(std::future::ready(issued))
     }
 }
 
@@ -74,11 +73,13 @@ mod tests {
             ksiam_token::KeySet::legacy(b"secret"),
             ksiam_token::DEFAULT_ISSUER,
         ));
-        let tokens: Vec<String> = (0..5).map(|_| issuer.issue("ns", "sa", None).unwrap()).collect();
+        let tokens: Vec<String> = (0..5)
+            .map(|_| issuer.issue_now("ns", "sa", None).unwrap())
+            .collect();
         let mut unique = tokens.clone();
         unique.dedup();
         assert_eq!(unique.len(), 5, "{tokens:?}");
-        let other = issuer.issue("ns", "other", None).unwrap();
+        let other = issuer.issue_now("ns", "other", None).unwrap();
         let iat = |t: &str| -> i64 {
             let (_, c) = ksiam_token::decode_unverified(t).unwrap();
             serde_json::from_str::<ksiam_token::Claims>(&c)

@@ -246,7 +246,7 @@ async fn rotate_if_due(
         Rotation::At(due) => Ok(Action::requeue(Duration::from_secs((due - now) as u64))),
         Rotation::Now { ttl } => {
             let ns = sa.namespace().ok_or(Error::MissingNamespace)?;
-            let fresh = ctx.issuer.issue(&ns, &sa.name_any(), Some(ttl))?;
+            let fresh = ctx.issuer.issue(&ns, &sa.name_any(), Some(ttl)).await?;
             let data = BTreeMap::from([(
                 c::SERVICE_ACCOUNT_TOKEN_KEY.to_owned(),
                 ByteString(fresh.into_bytes()),
@@ -278,7 +278,7 @@ async fn create_token_secret(
     uid: &str,
     ttl: Option<i64>,
 ) -> Result<String, Error> {
-    let token = ctx.issuer.issue(ns, sa, ttl)?;
+    let token = ctx.issuer.issue(ns, sa, ttl).await?;
     let secret = Secret {
         metadata: ObjectMeta {
             generate_name: Some(format!("{sa}-")),

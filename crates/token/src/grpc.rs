@@ -50,7 +50,7 @@ use tonic::{
 use crate::{
     Error, Issuer, Key, KeySet, LiveTokens, VerifiedUser, Verifier,
     grpc_auth::{ClientTls, GrpcSecurity, SecurityError},
-    now_unix, parse_sa_username, sa_username, token_id,
+    parse_sa_username, sa_username, token_id,
 };
 
 /// Events a slow watcher may have queued before its stream task waits (and starts coalescing changes).
@@ -80,6 +80,8 @@ struct Shared {
     live_tx: watch::Sender<Arc<LiveSnapshot>>,
     /// Set once by [`TokenService::close_streams`]: every watch stream ends.
     closing: watch::Sender<bool>,
+    /// The `iat` of each issued token: strictly increasing per ServiceAccount.
+    iat: crate::UniqueIat,
 }
 
 /// The key set with the issuer and verifier built from it.
@@ -135,6 +137,7 @@ impl TokenService {
             live_ids: Mutex::new(LiveIds::default()),
             live_tx,
             closing,
+            iat: crate::UniqueIat::default(),
         };
         Self {
             shared: Arc::new(shared),
@@ -323,7 +326,8 @@ impl token_service_server::TokenService for TokenService {
                 "namespace and name must not contain ':'",
             ));
         }
-        let issued_at = now_unix();
+        // Strictly increasing per ServiceAccount: two tokens of one ServiceAccount never coincide.
+        let issued_at = self.shared.iat.next(&format!("{namespace}/{name}"));
         let expires_at = match expires_in_seconds {
             None => None,
             Some(seconds) if seconds > 0 => Some(

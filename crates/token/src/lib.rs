@@ -127,6 +127,33 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// Strictly increasing `iat`s per subject.
+///
+/// KubeSphere's tokens have no `jti`, so two tokens for one ServiceAccount issued in the same second are
+/// byte-identical: a token Secret recreated within a second of its deletion would hold the very token the
+/// deletion meant to revoke. Whoever issues ServiceAccount tokens (the controller in `ksiam all`, the token
+/// service in the split topology) takes each `iat` from here: at most a few seconds ahead of the clock,
+/// well inside KubeSphere's 10 s `maximumClockSkew`, and the claim set stays exactly KubeSphere's.
+#[derive(Debug, Default)]
+pub struct UniqueIat {
+    last: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+impl UniqueIat {
+    /// The `iat` for the next token of `subject`: now, or one more than its previous one.
+    pub fn next(&self, subject: &str) -> i64 {
+        let now = now_unix();
+        let mut last = self.last.lock();
+        // Forget subjects whose last token is older than the clock: they cannot collide any more.
+        if last.len() > 10_000 {
+            last.retain(|_, iat| *iat >= now);
+        }
+        let iat = last.get(subject).map_or(now, |prev| now.max(prev + 1));
+        last.insert(subject.to_owned(), iat);
+        iat
+    }
+}
+
 /// Issues tokens.
 #[derive(Clone, Debug)]
 pub struct Issuer {

@@ -186,6 +186,31 @@ async fn a_token_issued_over_grpc_verifies_over_grpc_and_locally_and_is_kubesphe
 }
 
 #[tokio::test]
+async fn tokens_issued_for_one_service_account_never_repeat() {
+    // Without a unique iat, two tokens issued within one second are byte-identical: a token Secret
+    // recreated right after its deletion would hold the very token the deletion revoked.
+    let service = legacy_service();
+    let server = Running::start(&service).await;
+    let client = server.client().await;
+    let mut tokens = Vec::new();
+    for _ in 0..4 {
+        tokens.push(client.issue("default", "sample", None).await.unwrap());
+    }
+    let ids: std::collections::BTreeSet<&str> = tokens.iter().map(|t| t.token_id.as_str()).collect();
+    assert_eq!(ids.len(), tokens.len(), "every token differs");
+    assert!(
+        tokens.windows(2).all(|w| w[1].issued_at > w[0].issued_at),
+        "iat strictly increases"
+    );
+    let other = client.issue("default", "other", None).await.unwrap();
+    assert!(
+        tokens[3].issued_at - other.issued_at <= 4,
+        "other ServiceAccounts are not pushed ahead"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_rotated_named_key_signs_with_its_kid_and_expiry_is_enforced_in_the_token() {
     let service = legacy_service();
     service
