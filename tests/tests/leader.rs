@@ -77,6 +77,13 @@ impl Replica {
         }
         env.insert("KSIAM_GATEWAY_LISTEN".into(), gateway.to_string());
         env.insert("KSIAM_WEBHOOK_LISTEN".into(), "127.0.0.1:0".into());
+        // In the split topology the process holding the controllers has no signing key of its own.
+        env.insert(
+            "KSIAM_JWT_SECRET_FILE".into(),
+            std::env::var("KSIAM_JWT_SECRET_FILE").map_err(|_| {
+                anyhow::anyhow!("KSIAM_JWT_SECRET_FILE is not set: run via `cargo xtask e2e`")
+            })?,
+        );
         env.insert("KSIAM_LEASE_NAME".into(), lease.into());
         env.insert("KSIAM_LEASE_IDENTITY".into(), identity.into());
         env.insert("KSIAM_LEASE_DURATION_SECONDS".into(), "5".into());

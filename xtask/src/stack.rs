@@ -435,7 +435,6 @@ fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
     let os = |p: &Path| p.as_os_str().to_owned();
     let common = |admin: std::net::SocketAddr| -> Env {
         vec![
-            ("KSIAM_JWT_SECRET_FILE", os(&jwt_secret_file)),
             ("KSIAM_ADMIN_LISTEN", admin.to_string().into()),
             ("KSIAM_GRPC_TLS_CERT_FILE", os(&pki.server_crt)),
             ("KSIAM_GRPC_TLS_KEY_FILE", os(&pki.server_key)),
@@ -450,6 +449,8 @@ fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
     };
     let (gateway_crt, gateway_key) = identity("ksiam-gateway")?;
     let (authz_crt, authz_key) = identity("ksiam-authz")?;
+    let (controller_crt, controller_key) = identity("ksiam-controller")?;
+    let secret = os(&jwt_secret_file);
     let token_addr: std::ffi::OsString = format!("https://{token_grpc}").into();
     let controller_pid = cp.run_dir.join("ksiam.pid");
     let mut admins = Vec::new();
@@ -458,7 +459,10 @@ fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
         (
             "ksiam-token",
             vec!["token", "serve"],
-            vec![("KSIAM_TOKEN_GRPC_LISTEN", token_grpc.to_string().into())],
+            vec![
+                ("KSIAM_TOKEN_GRPC_LISTEN", token_grpc.to_string().into()),
+                ("KSIAM_JWT_SECRET_FILE", secret.clone()),
+            ],
         ),
         (
             "ksiam-authz",
@@ -469,13 +473,24 @@ fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
                 ("KSIAM_AUTHZ_TLS_CERT_FILE", os(&crt)),
                 ("KSIAM_AUTHZ_TLS_KEY_FILE", os(&key)),
                 ("KSIAM_AUTHZ_CLIENT_CA_FILE", os(&pki.ca)),
+                ("KSIAM_JWT_SECRET_FILE", secret.clone()),
                 ("KSIAM_TOKEN_ADDR", token_addr.clone()),
                 ("KSIAM_GRPC_CA", os(&pki.ca)),
                 ("KSIAM_GRPC_CLIENT_CERT", authz_crt),
                 ("KSIAM_GRPC_CLIENT_KEY", authz_key),
             ],
         ),
-        ("ksiam-controller", vec!["controller"], Vec::new()),
+        // No signing key: the controller asks the token service (as ksiam-controller) to issue.
+        (
+            "ksiam-controller",
+            vec!["controller"],
+            vec![
+                ("KSIAM_TOKEN_ADDR", token_addr.clone()),
+                ("KSIAM_GRPC_CA", os(&pki.ca)),
+                ("KSIAM_GRPC_CLIENT_CERT", controller_crt),
+                ("KSIAM_GRPC_CLIENT_KEY", controller_key),
+            ],
+        ),
         (
             "ksiam-webhook",
             vec!["webhook"],
@@ -487,6 +502,7 @@ fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
             vec![
                 ("KSIAM_GATEWAY_LISTEN", gateway.to_string().into()),
                 ("KSIAM_AUTHZ_ADDR", format!("https://{authz_grpc}").into()),
+                ("KSIAM_JWT_SECRET_FILE", secret),
                 ("KSIAM_TOKEN_ADDR", token_addr),
                 ("KSIAM_GRPC_CA", os(&pki.ca)),
                 ("KSIAM_GRPC_CLIENT_CERT", gateway_crt),

@@ -86,8 +86,9 @@ pub struct RemoteAuthzArgs {
 /// Where the token service is, for a verifier in another process (the split topology).
 #[derive(Args, Clone, Debug)]
 pub struct RemoteTokenArgs {
-    /// Follow the revocations of the `ksiam token serve` gRPC service at this address (`https://host:port`)
-    /// instead of watching token Secrets in process. A set older than 10 s (stream down) refuses every token.
+    /// The `ksiam token serve` gRPC service (`https://host:port`): verifiers follow its revocations instead
+    /// of watching token Secrets (a set older than 10 s, stream down, refuses every token); the controller
+    /// asks it to issue tokens instead of holding the signing key.
     #[arg(long, env = "KSIAM_TOKEN_ADDR")]
     pub token_addr: Option<String>,
 }

@@ -68,12 +68,19 @@ pub struct ControllerCommand {
     keys: KeyArgs,
     #[command(flatten)]
     lease: LeaseArgs,
+    /// With a token service, the controller asks it to issue tokens and holds no signing key.
+    #[command(flatten)]
+    tokens: RemoteTokenArgs,
+    #[command(flatten)]
+    grpc_client: GrpcClientArgs,
 }
 
 impl ControllerCommand {
     pub fn plan(self) -> Plan {
         Plan {
             controllers: Some(self.lease),
+            remote_tokens: self.tokens.token_addr,
+            grpc_client: self.grpc_client,
             ..Plan::empty("ksiam controller", self.service, self.keys)
         }
     }

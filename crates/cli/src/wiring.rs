@@ -104,7 +104,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     } else {
         None
     };
-    let keys = if plan.authenticates() || plan.controllers.is_some() || plan.token_grpc.is_some() {
+    // The controller needs the key only when it issues tokens itself.
+    let signs = plan.controllers.is_some() && plan.remote_tokens.is_none();
+    let keys = if plan.authenticates() || signs || plan.token_grpc.is_some() {
         Some(plan.keys.required(mode)?)
     } else {
         plan.keys
@@ -295,8 +297,16 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     }
 
     if let Some(lease) = &plan.controllers {
-        let keys = keys.clone().context("the controllers need the signing key")?;
-        let issuer = Issuer::new(keys, plan.keys.issuer.clone());
+        let issuer: Arc<dyn ksiam_controller::TokenIssuer> = match &plan.remote_tokens {
+            Some(addr) => Arc::new(RemoteIssuer::connect(addr, &plan.grpc_client)?),
+            None => {
+                let keys = keys.clone().context("the controllers need the signing key")?;
+                Arc::new(ksiam_controller::UniqueIssuer::new(Issuer::new(
+                    keys,
+                    plan.keys.issuer.clone(),
+                )))
+            }
+        };
         let (client, lease, readiness, stop) =
             (client.clone(), lease.clone(), readiness.clone(), shutdown.clone());
         tasks.spawn("controllers", async move {
@@ -317,12 +327,11 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 /// Runs the controllers while this replica holds the leader Lease; an error means the Lease was lost.
 async fn controllers(
     client: kube::Client,
-    issuer: Issuer,
+    issuer: Arc<dyn ksiam_controller::TokenIssuer>,
     lease: &LeaseArgs,
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let issuer = Arc::new(ksiam_controller::UniqueIssuer::new(issuer));
     let ctx = Arc::new(
         ksiam_controller::serviceaccount::Context::new(client.clone(), issuer)
             .with_readiness(readiness.clone()),
@@ -463,6 +472,51 @@ impl ksiam_gateway::Authorize for RemoteAuthorize {
                     tracing::warn!(timeout = ?REMOTE_AUTHORIZE_TIMEOUT, "the authorizer did not answer in time; failing closed");
                     unavailable()
                 }
+            }
+        })
+    }
+}
+
+/// How long the controller waits for the token service to issue a token (the reconcile is retried).
+const REMOTE_ISSUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The controller's issuer in the split topology: `IssueToken` of `ksiam token serve` (only the
+/// `ksiam-controller` identity may call it), so the controller's process holds no signing key.
+struct RemoteIssuer {
+    client: ksiam_token::grpc::TokenClient,
+}
+
+impl RemoteIssuer {
+    fn connect(addr: &str, grpc: &GrpcClientArgs) -> anyhow::Result<Self> {
+        let tls = grpc.tls_for(addr)?;
+        let channel = ksiam_token::grpc_auth::connect_lazy(addr.to_owned(), tls.as_ref())
+            .with_context(|| format!("invalid token service address {addr:?}"))?;
+        Ok(Self {
+            client: ksiam_token::grpc::TokenClient::new(channel),
+        })
+    }
+}
+
+impl ksiam_controller::TokenIssuer for RemoteIssuer {
+    fn issue<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        ttl_seconds: Option<i64>,
+    ) -> BoxFuture<'a, Result<String, ksiam_controller::Error>> {
+        Box::pin(async move {
+            match tokio::time::timeout(
+                REMOTE_ISSUE_TIMEOUT,
+                self.client.issue(namespace, name, ttl_seconds),
+            )
+            .await
+            {
+                Ok(Ok(issued)) => Ok(issued.token),
+                // The error names the service's answer, never a token.
+                Ok(Err(e)) => Err(ksiam_controller::Error::Internal(format!("token service: {e}"))),
+                Err(_) => Err(ksiam_controller::Error::Internal(
+                    "token service: no answer in time".to_owned(),
+                )),
             }
         })
     }
