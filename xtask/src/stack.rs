@@ -421,7 +421,9 @@ fn spawn_restarting(
     cp.procs.spawn(name, cmd, &cp.run_dir.join(format!("{name}.log")))
 }
 
-/// The split topology: each service its own process, the gateway asking the authorizer over mutual TLS.
+/// The split topology: each service its own process, talking gRPC over mutual TLS (the gateway asks the
+/// authorizer; the gateway and the authorizer follow the token service's revocations; the controller asks
+/// it to issue).
 fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> {
     let bin = cp.run_dir.join("ksiam");
     std::fs::copy(built, &bin)
@@ -537,7 +539,8 @@ fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> 
             http_ok(gateway, "/readyz")
         })?;
     say(
-        "split topology: ksiam token serve, authz, controller, webhook, gateway (--authz-addr over mutual TLS)",
+        "split topology: ksiam token serve, authz (--token-addr), controller (--token-addr, no signing key), \
+         webhook, gateway (--authz-addr, --token-addr); mutual TLS between them",
     );
     Ok(KsiamAll {
         gateway: format!("http://{gateway}"),

@@ -9,7 +9,8 @@
 //! - [`lease`]: leader election; only the Lease holder runs the controllers above.
 
 pub mod filler;
-pub mod lease;
+/// Leader election (in `ksiam-runtime`; kept here for existing paths).
+pub use ksiam_runtime::lease;
 pub mod live;
 pub mod plan;
 pub mod roles;

@@ -6,6 +6,7 @@
 //! Registry  (one per process) ─┴─► admin server: /livez /healthz /readyz /metrics   (AdminArgs)
 //! http::serve ─ plain or TLS (certificates re-read from files, optional client CA) ─ InflightLimits
 //! log::init (LogArgs: plain or JSON lines on stderr)
+//! lease::run_as_leader: a `coordination.k8s.io` Lease; only its holder runs the writers
 //! ```
 //!
 //! Every mode of the `ksiam` binary builds its servers from these parts, so a probe, a metric, a TLS
@@ -13,6 +14,7 @@
 
 pub mod admin;
 pub mod http;
+pub mod lease;
 pub mod limit;
 pub mod log;
 pub mod readiness;
