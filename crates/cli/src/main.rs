@@ -6,6 +6,7 @@
 mod args;
 mod grpc;
 mod modes;
+mod remote;
 mod token;
 mod tools;
 mod wiring;

@@ -16,13 +16,15 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use futures::future::BoxFuture;
-use ksiam_rbac::{Attributes, Authorizer, PolicyStore};
+use ksiam_rbac::{Authorizer, PolicyStore};
 use ksiam_runtime::{CancellationToken, Readiness, SharedRegistry, http::HttpServer, limit::InflightLimits};
 use ksiam_token::{Issuer, KeySet};
 use tracing::info;
 
-use crate::args::*;
+use crate::{
+    args::*,
+    remote::{RemoteAuthorize, RemoteIssuer},
+};
 
 /// The parts one process runs.
 pub struct Plan {
@@ -96,64 +98,124 @@ impl Tasks {
 
 /// Runs `plan` until SIGINT/SIGTERM or until one of its parts fails.
 pub async fn run(plan: Plan) -> anyhow::Result<()> {
-    let mode = plan.mode;
-    let authorizer = Authorizer::new(plan.authorization.into());
-    // Checked before anything starts: gRPC only with its security configured.
-    let grpc_security = if plan.token_grpc.is_some() || plan.authz_grpc.is_some() {
-        Some(Arc::new(plan.grpc.security()?))
-    } else {
-        None
-    };
-    // The controller needs the key only when it issues tokens itself.
-    let signs = plan.controllers.is_some() && plan.remote_tokens.is_none();
-    let keys = if plan.authenticates() || signs || plan.token_grpc.is_some() {
-        Some(plan.keys.required(mode)?)
-    } else {
-        plan.keys
-            .jwt_secret_file
-            .as_ref()
-            .map(|_| plan.keys.required(mode))
-            .transpose()?
-    };
-    let upstream = kube::Config::infer()
-        .await
-        .context("cannot configure the Kubernetes client (in-cluster or kubeconfig)")?;
-    let client = kube::Client::try_from(upstream.clone()).context("cannot build the Kubernetes client")?;
+    let mut p = Process::start(plan).await?;
+    p.policy();
+    p.authentication()?;
+    p.grpc_servers().await?;
+    p.kube_apiserver_webhooks().await?;
+    p.admission().await?;
+    p.gateway().await?;
+    p.controllers()?;
+    info!(mode = p.plan.mode, "started");
+    p.tasks.join().await
+}
 
-    // The process: one shutdown, one readiness, one registry, one admin server.
-    let shutdown = ksiam_runtime::signals::shutdown_on_signals();
-    let readiness = Readiness::default();
-    let registry = SharedRegistry::default();
-    let mut tasks = Tasks {
-        set: tokio::task::JoinSet::new(),
-        shutdown: shutdown.clone(),
-    };
-    let admin = HttpServer::bind("admin", plan.service.admin.admin_listen).await?;
-    {
+/// What the parts of one process share: the plan, the Kubernetes client, shutdown, readiness, metrics,
+/// the tasks, and the parts built so far.
+struct Process {
+    plan: Plan,
+    upstream: kube::Config,
+    client: kube::Client,
+    shutdown: CancellationToken,
+    readiness: Readiness,
+    registry: SharedRegistry,
+    tasks: Tasks,
+    authorizer: Authorizer,
+    grpc_security: Option<Arc<ksiam_token::grpc_auth::GrpcSecurity>>,
+    keys: Option<KeySet>,
+    /// The policy store (filled only when the plan needs the policy in process).
+    store: Arc<PolicyStore>,
+    authz: ksiam_authz::AuthzService,
+    /// The token service: the live token set, and its gRPC API when served.
+    tokens: Option<ksiam_token::grpc::TokenService>,
+    authentication: Option<(Arc<ksiam_token::Authenticator>, Arc<ksiam_gateway::Caches>)>,
+}
+
+impl Process {
+    /// Checks the configuration, then starts the process-wide parts: signals, readiness, registry and
+    /// the admin server.
+    async fn start(plan: Plan) -> anyhow::Result<Self> {
+        let authorizer = Authorizer::new(plan.authorization.into());
+        // Checked before anything starts: gRPC only with its security configured.
+        let grpc_security = if plan.token_grpc.is_some() || plan.authz_grpc.is_some() {
+            Some(Arc::new(plan.grpc.security()?))
+        } else {
+            None
+        };
+        // The controller needs the key only when it issues tokens itself.
+        let signs = plan.controllers.is_some() && plan.remote_tokens.is_none();
+        let keys = if plan.authenticates() || signs || plan.token_grpc.is_some() {
+            Some(plan.keys.required(plan.mode)?)
+        } else {
+            plan.keys
+                .jwt_secret_file
+                .as_ref()
+                .map(|_| plan.keys.required(plan.mode))
+                .transpose()?
+        };
+        let upstream = kube::Config::infer()
+            .await
+            .context("cannot configure the Kubernetes client (in-cluster or kubeconfig)")?;
+        let client =
+            kube::Client::try_from(upstream.clone()).context("cannot build the Kubernetes client")?;
+
+        let shutdown = ksiam_runtime::signals::shutdown_on_signals();
+        let readiness = Readiness::default();
+        let registry = SharedRegistry::default();
+        let mut tasks = Tasks {
+            set: tokio::task::JoinSet::new(),
+            shutdown: shutdown.clone(),
+        };
+        let admin = HttpServer::bind("admin", plan.service.admin.admin_listen).await?;
         let app = ksiam_runtime::admin::router(readiness.clone(), registry.clone());
         let stop = shutdown.clone();
         tasks.spawn("admin server", async move {
             admin.serve(app, stop.cancelled_owned()).await;
             Ok(())
         });
+        let store = Arc::new(PolicyStore::default());
+        let authz_metrics = ksiam_authz::Metrics::new(&mut registry.write());
+        let authz = ksiam_authz::AuthzService::new(store.clone(), authorizer, authz_metrics);
+        let tokens = keys.as_ref().map(|keys| {
+            let tokens = ksiam_token::grpc::TokenService::new(keys.clone(), plan.keys.issuer.clone());
+            tokens.enforce_live_tokens(true);
+            tokens
+        });
+        Ok(Self {
+            plan,
+            upstream,
+            client,
+            shutdown,
+            readiness,
+            registry,
+            tasks,
+            authorizer,
+            grpc_security,
+            keys,
+            store,
+            authz,
+            tokens,
+            authentication: None,
+        })
     }
 
-    // Authorization: the policy, watched into one in-process store.
-    let store = Arc::new(PolicyStore::default());
-    let authz_metrics = ksiam_authz::Metrics::new(&mut registry.write());
-    if plan.needs_policy() {
-        let ready = readiness.register("policy");
+    /// The policy, watched into the one in-process store (when some part decides in process).
+    fn policy(&mut self) {
+        if !self.plan.needs_policy() {
+            return;
+        }
+        let ready = self.readiness.register("policy");
         let (client, watched, metrics, stop) = (
-            client.clone(),
-            store.clone(),
-            authz_metrics.clone(),
-            shutdown.clone(),
+            self.client.clone(),
+            self.store.clone(),
+            self.authz.metrics().clone(),
+            self.shutdown.clone(),
         );
-        tasks.spawn("policy watches", async move {
+        self.tasks.spawn("policy watches", async move {
             ksiam_authz::watch(client, watched, metrics, stop).await;
             Ok(())
         });
-        let store = store.clone();
+        let store = self.store.clone();
         tokio::spawn(async move {
             while !store.is_ready() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -161,161 +223,197 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             ready.set(true);
         });
     }
-    let authz = ksiam_authz::AuthzService::new(store.clone(), authorizer, authz_metrics);
 
-    // Authentication: revocation through the token Secrets (the token service keeps the live set and
-    // streams its changes), existence through the informer caches.
-    let tokens = keys.as_ref().map(|keys| {
-        let tokens = ksiam_token::grpc::TokenService::new(keys.clone(), plan.keys.issuer.clone());
-        tokens.enforce_live_tokens(true);
-        tokens
-    });
-    let authentication = match (&tokens, &keys) {
-        (Some(tokens), Some(keys)) if plan.authenticates() || plan.token_grpc.is_some() => {
-            let source = match &plan.remote_tokens {
-                None => LiveSource::Watch(Arc::new(tokens.clone())),
-                Some(addr) => {
-                    let tls = plan.grpc_client.tls_for(addr)?;
-                    let channel = ksiam_token::grpc_auth::connect_lazy(addr.clone(), tls.as_ref())
-                        .with_context(|| format!("invalid token service address {addr:?}"))?;
-                    LiveSource::Follow(ksiam_token::grpc::TokenClient::new(channel))
-                }
-            };
-            let host = host_authentication(
-                &client,
-                keys.clone(),
-                tokens.live_tokens().clone(),
-                source,
-                &readiness,
-                &shutdown,
-            );
-            let live_watch = host.live_watch;
-            tasks.spawn("token-Secret watch", async move {
-                live_watch.await.context("the token-Secret watch panicked")
-            });
-            Some((host.authenticator, host.caches))
+    /// Authentication: revocation through the live token set (a token-Secret watch into the token
+    /// service, or the remote token service's revocation stream), existence through the informer caches.
+    fn authentication(&mut self) -> anyhow::Result<()> {
+        let plan = &self.plan;
+        let (Some(tokens), Some(keys)) = (&self.tokens, &self.keys) else {
+            return Ok(());
+        };
+        if !(plan.authenticates() || plan.token_grpc.is_some()) {
+            return Ok(());
         }
-        _ => None,
-    };
+        let source = match &plan.remote_tokens {
+            None => LiveSource::Watch(Arc::new(tokens.clone())),
+            Some(addr) => {
+                let tls = plan.grpc_client.tls_for(addr)?;
+                let channel = ksiam_token::grpc_auth::connect_lazy(addr.clone(), tls.as_ref())
+                    .with_context(|| format!("invalid token service address {addr:?}"))?;
+                LiveSource::Follow(ksiam_token::grpc::TokenClient::new(channel))
+            }
+        };
+        let host = host_authentication(
+            &self.client,
+            keys.clone(),
+            tokens.live_tokens().clone(),
+            source,
+            &self.readiness,
+            &self.shutdown,
+        );
+        let live_watch = host.live_watch;
+        self.tasks.spawn("token-Secret watch", async move {
+            live_watch.await.context("the token-Secret watch panicked")
+        });
+        self.authentication = Some((host.authenticator, host.caches));
+        Ok(())
+    }
 
-    if let (Some(addr), Some(security), Some(tokens)) = (plan.token_grpc, &grpc_security, &tokens) {
-        let listener = bind(addr).await?;
-        let (security, tokens, stop) = (security.clone(), tokens.clone(), shutdown.clone());
-        info!(listen = %addr, plaintext = security.is_plaintext(), "token service gRPC API");
-        tasks.spawn("token gRPC server", async move {
-            ksiam_token::grpc::serve(listener, tokens, &security, stop.cancelled_owned())
-                .await
-                .map_err(anyhow::Error::from)
-        });
+    /// The token service's and the authorizer's gRPC APIs.
+    async fn grpc_servers(&mut self) -> anyhow::Result<()> {
+        if let (Some(addr), Some(security), Some(tokens)) =
+            (self.plan.token_grpc, &self.grpc_security, &self.tokens)
+        {
+            let listener = bind(addr).await?;
+            let (security, tokens, stop) = (security.clone(), tokens.clone(), self.shutdown.clone());
+            info!(listen = %addr, plaintext = security.is_plaintext(), "token service gRPC API");
+            self.tasks.spawn("token gRPC server", async move {
+                ksiam_token::grpc::serve(listener, tokens, &security, stop.cancelled_owned())
+                    .await
+                    .map_err(anyhow::Error::from)
+            });
+        }
+        if let (Some(addr), Some(security)) = (self.plan.authz_grpc, &self.grpc_security) {
+            let listener = bind(addr).await?;
+            let (security, authz, stop) = (security.clone(), self.authz.clone(), self.shutdown.clone());
+            info!(listen = %addr, plaintext = security.is_plaintext(), "authorizer gRPC API");
+            self.tasks.spawn("authorizer gRPC server", async move {
+                ksiam_authz::serve_grpc(listener, authz, &security, stop)
+                    .await
+                    .map_err(anyhow::Error::from)
+            });
+        }
+        Ok(())
     }
-    if let (Some(addr), Some(security)) = (plan.authz_grpc, &grpc_security) {
-        let listener = bind(addr).await?;
-        let (security, authz, stop) = (security.clone(), authz.clone(), shutdown.clone());
-        info!(listen = %addr, plaintext = security.is_plaintext(), "authorizer gRPC API");
-        tasks.spawn("authorizer gRPC server", async move {
-            ksiam_authz::serve_grpc(listener, authz, &security, stop)
-                .await
-                .map_err(anyhow::Error::from)
-        });
-    }
-    if let Some(webhooks) = &plan.authz_webhooks
-        && let Some(addr) = webhooks.authz_webhook_listen
-    {
+
+    /// kube-apiserver's SubjectAccessReview and TokenReview webhooks.
+    async fn kube_apiserver_webhooks(&mut self) -> anyhow::Result<()> {
+        let Some(webhooks) = &self.plan.authz_webhooks else {
+            return Ok(());
+        };
+        let Some(addr) = webhooks.authz_webhook_listen else {
+            return Ok(());
+        };
         let listener = bind(addr).await?;
         let router = ksiam_authz::webhook_router(ksiam_authz::WebhookState {
-            authz: authz.clone(),
-            authenticator: authentication.as_ref().map(|(a, _)| a.clone()),
+            authz: self.authz.clone(),
+            authenticator: self.authentication.as_ref().map(|(a, _)| a.clone()),
         })?;
-        let (tls, stop) = (webhooks.tls(), shutdown.clone());
-        info!(listen = %addr, tls = tls.is_some(), token_review = authentication.is_some(), "kube-apiserver authorization and token webhooks");
-        tasks.spawn("kube-apiserver webhooks", async move {
+        let (tls, stop) = (webhooks.tls(), self.shutdown.clone());
+        info!(listen = %addr, tls = tls.is_some(), token_review = self.authentication.is_some(), "kube-apiserver authorization and token webhooks");
+        self.tasks.spawn("kube-apiserver webhooks", async move {
             ksiam_authz::serve_webhooks(listener, router, tls, stop)
                 .await
                 .map_err(anyhow::Error::from)
         });
+        Ok(())
     }
 
-    if let Some(admission) = &plan.admission {
+    /// The Pod-injection and validating admission webhooks (registered before anything else serves).
+    async fn admission(&mut self) -> anyhow::Result<()> {
+        let Some(admission) = &self.plan.admission else {
+            return Ok(());
+        };
         let config = admission.config()?;
         let register = config.register;
         // The validating checks (workspace manager, namespace labels) ask the same in-process store.
-        let checks: Arc<dyn ksiam_webhook::Authorize> =
-            Arc::new(ksiam_webhook::PolicyAuthorizer::new(authorizer, store.clone()));
-        let (webhook_client, stop) = (client.clone(), shutdown.clone());
+        let checks: Arc<dyn ksiam_webhook::Authorize> = Arc::new(ksiam_webhook::PolicyAuthorizer::new(
+            self.authorizer,
+            self.store.clone(),
+        ));
+        let (client, stop) = (self.client.clone(), self.shutdown.clone());
         let webhook = tokio::spawn(async move {
-            ksiam_webhook::run_with_admission(config, webhook_client, Some(checks), stop.cancelled_owned())
-                .await
+            ksiam_webhook::run_with_admission(config, client, Some(checks), stop.cancelled_owned()).await
         });
         if register {
-            wait_for_webhook_registration(&client, &webhook).await?;
+            wait_for_webhook_registration(&self.client, &webhook).await?;
         }
-        tasks.spawn("admission webhooks", async move {
+        self.tasks.spawn("admission webhooks", async move {
             webhook
                 .await
                 .context("the admission webhooks panicked")?
                 .map_err(anyhow::Error::from)
         });
+        Ok(())
     }
 
-    if let Some(gateway) = &plan.gateway {
-        let (authenticator, caches) = authentication
+    /// The gateway, behind the in-flight limits.
+    async fn gateway(&mut self) -> anyhow::Result<()> {
+        let Some(gateway) = &self.plan.gateway else {
+            return Ok(());
+        };
+        let (authenticator, caches) = self
+            .authentication
             .clone()
             .context("the gateway needs the authenticator")?;
-        let authorize: Arc<dyn ksiam_gateway::Authorize> = match &plan.remote_authz {
-            None => Arc::new(ksiam_gateway::LocalAuthorize::new(authorizer, store.clone())),
-            Some(addr) => Arc::new(RemoteAuthorize::connect(addr, &plan.grpc_client)?),
+        let authorize: Arc<dyn ksiam_gateway::Authorize> = match &self.plan.remote_authz {
+            None => Arc::new(ksiam_gateway::LocalAuthorize::new(
+                self.authorizer,
+                self.store.clone(),
+            )),
+            Some(addr) => Arc::new(RemoteAuthorize::connect(addr, &self.plan.grpc_client)?),
         };
-        let ready = readiness.clone();
+        let ready = self.readiness.clone();
         let parts = ksiam_gateway::GatewayParts {
             config: ksiam_gateway::GatewayConfig {
                 host_cluster: gateway.host_cluster.clone(),
                 body_limit: gateway.gateway_body_limit,
                 request_timeout: Duration::from_secs(gateway.gateway_request_timeout_seconds),
-                upstream: Some(upstream),
+                upstream: Some(self.upstream.clone()),
                 ..ksiam_gateway::GatewayConfig::default()
             },
             caches,
             authenticator,
             authorize,
-            oidc: keys.clone().map(|keys| ksiam_gateway::Oidc {
-                issuer: plan.keys.issuer.clone(),
+            oidc: self.keys.clone().map(|keys| ksiam_gateway::Oidc {
+                issuer: self.plan.keys.issuer.clone(),
                 keys,
             }),
-            registry: registry.clone(),
+            registry: self.registry.clone(),
             also_ready: Some(Arc::new(move || ready.is_ready())),
         };
         let gateway_server = ksiam_gateway::Gateway::new(parts)?;
         let limits = InflightLimits::new(gateway.limits, ksiam_runtime::limit::kubernetes_long_running);
-        limits.register(registry.write().sub_registry_with_prefix("ksiam_gateway"));
+        limits.register(self.registry.write().sub_registry_with_prefix("ksiam_gateway"));
         let app = limits.layer(gateway_server.router());
         let server = HttpServer::bind("gateway", gateway.gateway_listen).await?;
-        let stop = shutdown.clone();
-        tasks.spawn("gateway", async move {
+        let stop = self.shutdown.clone();
+        self.tasks.spawn("gateway", async move {
             server.serve(app, stop.cancelled_owned()).await;
             Ok(())
         });
+        Ok(())
     }
 
-    if let Some(lease) = &plan.controllers {
-        let issuer: Arc<dyn ksiam_controller::TokenIssuer> = match &plan.remote_tokens {
-            Some(addr) => Arc::new(RemoteIssuer::connect(addr, &plan.grpc_client)?),
+    /// The controllers, while this replica holds the leader Lease.
+    fn controllers(&mut self) -> anyhow::Result<()> {
+        let Some(lease) = &self.plan.controllers else {
+            return Ok(());
+        };
+        let issuer: Arc<dyn ksiam_controller::TokenIssuer> = match &self.plan.remote_tokens {
+            Some(addr) => Arc::new(RemoteIssuer::connect(addr, &self.plan.grpc_client)?),
             None => {
-                let keys = keys.clone().context("the controllers need the signing key")?;
+                let keys = self
+                    .keys
+                    .clone()
+                    .context("the controllers need the signing key")?;
                 Arc::new(ksiam_controller::UniqueIssuer::new(Issuer::new(
                     keys,
-                    plan.keys.issuer.clone(),
+                    self.plan.keys.issuer.clone(),
                 )))
             }
         };
-        let (client, lease, readiness, stop) =
-            (client.clone(), lease.clone(), readiness.clone(), shutdown.clone());
-        tasks.spawn("controllers", async move {
+        let (client, lease, readiness, stop) = (
+            self.client.clone(),
+            lease.clone(),
+            self.readiness.clone(),
+            self.shutdown.clone(),
+        );
+        self.tasks.spawn("controllers", async move {
             controllers(client, issuer, &lease, readiness, stop).await
         });
+        Ok(())
     }
-
-    info!(mode, "started");
-    tasks.join().await
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
@@ -423,102 +521,6 @@ pub(crate) fn host_authentication(
         authenticator,
         caches,
         live_watch,
-    }
-}
-
-/// How long the gateway waits for a remote authorizer before answering 500.
-const REMOTE_AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The gateway's authorizer in the split topology: `ksiam authz` over gRPC, through the client's
-/// generation-invalidated decision cache. An unreachable or stalled authorizer is an error (a 500 after at
-/// most [`REMOTE_AUTHORIZE_TIMEOUT`]), never an allow.
-struct RemoteAuthorize {
-    client: ksiam_authz::AuthzClient,
-}
-
-impl RemoteAuthorize {
-    fn connect(addr: &str, grpc: &GrpcClientArgs) -> anyhow::Result<Self> {
-        let tls = grpc.tls_for(addr)?;
-        let channel = ksiam_token::grpc_auth::connect_lazy(addr.to_owned(), tls.as_ref())
-            .with_context(|| format!("invalid authorizer address {addr:?}"))?;
-        Ok(Self {
-            client: ksiam_authz::AuthzClient::new(channel, ksiam_authz::CacheConfig::default()),
-        })
-    }
-}
-
-impl ksiam_gateway::Authorize for RemoteAuthorize {
-    fn authorize<'a>(
-        &'a self,
-        a: Attributes<'a>,
-    ) -> BoxFuture<'a, Result<ksiam_gateway::AuthzDecision, ksiam_gateway::AuthorizeError>> {
-        Box::pin(async move {
-            let unavailable = || {
-                Err(ksiam_gateway::AuthorizeError(
-                    "the authorizer is unavailable".to_owned(),
-                ))
-            };
-            match tokio::time::timeout(REMOTE_AUTHORIZE_TIMEOUT, self.client.authorize(&a)).await {
-                Ok(Ok(r)) => Ok(ksiam_gateway::AuthzDecision {
-                    allowed: r.allowed,
-                    denied: false,
-                    reason: r.reason,
-                }),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "the authorizer did not answer; failing closed");
-                    unavailable()
-                }
-                Err(_) => {
-                    tracing::warn!(timeout = ?REMOTE_AUTHORIZE_TIMEOUT, "the authorizer did not answer in time; failing closed");
-                    unavailable()
-                }
-            }
-        })
-    }
-}
-
-/// How long the controller waits for the token service to issue a token (the reconcile is retried).
-const REMOTE_ISSUE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The controller's issuer in the split topology: `IssueToken` of `ksiam token serve` (only the
-/// `ksiam-controller` identity may call it), so the controller's process holds no signing key.
-struct RemoteIssuer {
-    client: ksiam_token::grpc::TokenClient,
-}
-
-impl RemoteIssuer {
-    fn connect(addr: &str, grpc: &GrpcClientArgs) -> anyhow::Result<Self> {
-        let tls = grpc.tls_for(addr)?;
-        let channel = ksiam_token::grpc_auth::connect_lazy(addr.to_owned(), tls.as_ref())
-            .with_context(|| format!("invalid token service address {addr:?}"))?;
-        Ok(Self {
-            client: ksiam_token::grpc::TokenClient::new(channel),
-        })
-    }
-}
-
-impl ksiam_controller::TokenIssuer for RemoteIssuer {
-    fn issue<'a>(
-        &'a self,
-        namespace: &'a str,
-        name: &'a str,
-        ttl_seconds: Option<i64>,
-    ) -> BoxFuture<'a, Result<String, ksiam_controller::Error>> {
-        Box::pin(async move {
-            match tokio::time::timeout(
-                REMOTE_ISSUE_TIMEOUT,
-                self.client.issue(namespace, name, ttl_seconds),
-            )
-            .await
-            {
-                Ok(Ok(issued)) => Ok(issued.token),
-                // The error names the service's answer, never a token.
-                Ok(Err(e)) => Err(ksiam_controller::Error::Internal(format!("token service: {e}"))),
-                Err(_) => Err(ksiam_controller::Error::Internal(
-                    "token service: no answer in time".to_owned(),
-                )),
-            }
-        })
     }
 }
 
