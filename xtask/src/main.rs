@@ -10,6 +10,8 @@ mod control_plane;
 mod differential;
 mod k8s_bin;
 mod kind;
+mod kubesphere;
+mod kubesphere_diff;
 mod peers;
 mod pki;
 mod probe;
@@ -42,6 +44,10 @@ enum Command {
         /// Return once everything is ready and leave it running (stop with `cargo xtask down`).
         #[arg(long)]
         detach: bool,
+        /// Also build (once, cached by commit) and run KubeSphere's own ks-apiserver beside ksiam's gateway,
+        /// from `../shared/peers/kubesphere/src` (`KUBESPHERE_APISERVER` in `target/ksiam-up/env`).
+        #[arg(long)]
+        with_kubesphere: bool,
     },
     /// Stop everything `cargo xtask up` started.
     Down,
@@ -59,9 +65,21 @@ enum Command {
     },
     /// ksiam-rbac vs Kubernetes' RBAC authorizer on random requests (N = 10 and 1,000; `--full` adds 100,000),
     /// and the gateway's resolver vs Kubernetes' RequestInfoFactory on 5,000 request targets (`--full`: 100,000).
+    ///
+    /// `--kubesphere`: instead, ksiam's gateway against KubeSphere's own ks-apiserver on one control plane:
+    /// a generated policy, random requests to both, status codes and error bodies compared.
     Conformance {
         #[arg(long)]
         full: bool,
+        /// ksiam's gateway vs ks-apiserver (600 requests; `--full`: 10,000).
+        #[arg(long)]
+        kubesphere: bool,
+        /// With `--kubesphere`: the seed, decimal or 0x hex (`KSIAM_KS_DIFF_SEED`).
+        #[arg(long, value_parser = differential::parse_seed, requires = "kubesphere")]
+        seed: Option<u64>,
+        /// With `--kubesphere`: the number of requests.
+        #[arg(long, requires = "kubesphere")]
+        count: Option<usize>,
     },
     /// Only the differential resolver test: the gateway's `Target` vs Kubernetes' RequestInfoFactory.
     Differential {
@@ -87,12 +105,21 @@ fn main() -> anyhow::Result<()> {
     std::env::set_current_dir(&root)?;
     match cli.command {
         Command::Codegen { check } => codegen::run(&root, check),
-        Command::Up { detach } => control_plane::up(&root, detach),
+        Command::Up {
+            detach,
+            with_kubesphere,
+        } => control_plane::up(&root, detach, with_kubesphere),
         Command::Down => control_plane::down(&root),
         Command::Test => control_plane::test(&root),
         Command::ClusterBench => cluster_bench::run(&root),
         Command::E2e { backend, args } => control_plane::e2e(&root, backend, &args),
-        Command::Conformance { full } => conformance::run_cli(&root, full),
+        Command::Conformance {
+            full,
+            kubesphere: true,
+            seed,
+            count,
+        } => kubesphere_diff::run_cli(&root, full, seed, count),
+        Command::Conformance { full, .. } => conformance::run_cli(&root, full),
         Command::Differential { count, seed } => differential::run(
             &root,
             count.unwrap_or(differential::QUICK),

@@ -58,6 +58,10 @@ pub fn test(root: &Path) -> anyhow::Result<()> {
             Box::new(|| crate::conformance::run_cli(root, false)),
         ),
         (
+            "cargo xtask conformance --kubesphere (ksiam's gateway vs KubeSphere's ks-apiserver)",
+            Box::new(|| crate::kubesphere_diff::run_cli(root, false, None, None)),
+        ),
+        (
             "cargo xtask e2e --backend local",
             Box::new(|| e2e_local(root, &[])),
         ),
@@ -130,6 +134,9 @@ fn e2e_local(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let start = Instant::now();
     let runs = root.join("target").join("e2e");
     clean_stale_runs(&runs)?;
+    // KubeSphere's own ks-apiserver runs beside the gateway (tests/tests/kubesphere_parity.rs); its Go
+    // build (cached by commit) overlaps the cargo builds below.
+    let kubesphere = crate::kubesphere::build_in_background(root);
 
     // Compile first: the control plane should not sit idle while the tests build.
     let step = Step::start("cargo test -p ksiam-e2e --no-run");
@@ -144,7 +151,7 @@ fn e2e_local(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let run_dir = runs.join(format!("run-{epoch}-{}", std::process::id()));
-    let mut stack = Stack::start(root, &run_dir)?;
+    let mut stack = Stack::start_with(root, &run_dir, "dev", Some(kubesphere))?;
     let run_dir = stack.cp.run_dir.clone();
 
     let step = Step::start("cargo test -p ksiam-e2e");

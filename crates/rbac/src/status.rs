@@ -124,7 +124,8 @@ impl Status {
         o.push(',');
         if let Some(d) = &self.details {
             field(&mut o, "details");
-            let entries: Vec<(&str, &str)> = [("group", &d.group), ("kind", &d.kind), ("name", &d.name)]
+            // Go's `StatusDetails` field order: name, group, kind.
+            let entries: Vec<(&str, &str)> = [("name", &d.name), ("group", &d.group), ("kind", &d.kind)]
                 .into_iter()
                 .filter(|(_, v)| !v.is_empty())
                 .map(|(k, v)| (k, v.as_str()))
@@ -313,7 +314,7 @@ mod tests {
         );
         assert_eq!(
             s.to_json(false)
-                .matches(r#""details":{"kind":"pods","name":"p1"}"#)
+                .matches(r#""details":{"name":"p1","kind":"pods"}"#)
                 .count(),
             1
         );
