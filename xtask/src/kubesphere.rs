@@ -341,11 +341,7 @@ mod tests {
             Some("04a29b5c601470fa6bc2f2e92358dcb802a0d414")
         );
         assert_eq!(commit_in("abc 123"), None);
-        assert_eq!(
-            commit_in(&"a".repeat(41)),
-            None,
-            "41 hex digits are no commit"
-        );
+        assert_eq!(commit_in(&"a".repeat(41)), None, "41 hex digits are no commit");
     }
 
     #[test]

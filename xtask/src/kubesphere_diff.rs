@@ -81,14 +81,8 @@ pub fn run_cli(root: &Path, full: bool, seed: Option<u64>, count: Option<usize>)
 
 /// The whole comparison on a running stack.
 pub fn run(stack: &Stack, seed: u64, count: usize) -> anyhow::Result<()> {
-    let ksiam = stack
-        .ksiam
-        .as_ref()
-        .context("`ksiam all` is not running")?;
-    let ks = stack
-        .kubesphere
-        .as_ref()
-        .context("ks-apiserver is not running")?;
+    let ksiam = stack.ksiam.as_ref().context("`ksiam all` is not running")?;
+    let ks = stack.kubesphere.as_ref().context("ks-apiserver is not running")?;
     let gateways = [addr_of(&ksiam.gateway)?, addr_of(&ks.apiserver)?];
     say(format!(
         "KubeSphere differential: seed {seed:#x}, {count} requests (replay: cargo xtask conformance --kubesphere \
@@ -142,9 +136,7 @@ fn addr_of(url: &str) -> anyhow::Result<SocketAddr> {
     let hostport = url
         .strip_prefix("http://")
         .with_context(|| format!("{url} is not http://"))?;
-    hostport
-        .parse()
-        .with_context(|| format!("{url}: not an address"))
+    hostport.parse().with_context(|| format!("{url}: not an address"))
 }
 
 // === the policy ===
@@ -174,7 +166,15 @@ fn meta(name: &str, namespace: Option<&str>, labels: Value) -> Value {
 }
 
 const RULE_VERBS: [&str; 9] = [
-    "get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "*",
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "*",
 ];
 const RULE_GROUPS: [&str; 6] = [
     "",
@@ -249,14 +249,18 @@ impl Policy {
                 Some(ws) => json!({"kubesphere.io/workspace": ws}),
                 None => json!({}),
             };
-            objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": meta(ns, None, labels)}));
+            objects
+                .push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": meta(ns, None, labels)}));
         }
         for (ns, _) in &namespaces {
             objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": meta("cm-0", Some(ns), json!({})), "data": {"k": "v"}}));
         }
         let users: Vec<String> = (0..USERS).map(|i| format!("user-{i}")).collect();
-        for u in users.iter().chain(["user-off".to_owned(), "sentinel".to_owned()].iter()) {
+        for u in users
+            .iter()
+            .chain(["user-off".to_owned(), "sentinel".to_owned()].iter())
+        {
             objects.push(json!({"apiVersion": "iam.kubesphere.io/v1beta1", "kind": "User",
                 "metadata": meta(u, None, json!({})), "spec": {"email": format!("{u}@example.com")}}));
         }
@@ -267,14 +271,18 @@ impl Policy {
             .iter()
             .chain(std::iter::once(&("ns-0".to_owned(), "sa-deleted".to_owned())))
         {
-            objects.push(json!({"apiVersion": "kubesphere.io/v1alpha1", "kind": "ServiceAccount",
-                "metadata": meta(name, Some(ns), json!({})), "secrets": []}));
+            objects.push(
+                json!({"apiVersion": "kubesphere.io/v1alpha1", "kind": "ServiceAccount",
+                "metadata": meta(name, Some(ns), json!({})), "secrets": []}),
+            );
         }
 
         // Role templates (aggregationRoleTemplates): neither side aggregates at request time.
-        objects.push(json!({"apiVersion": "iam.kubesphere.io/v1beta1", "kind": "RoleTemplate",
+        objects.push(
+            json!({"apiVersion": "iam.kubesphere.io/v1beta1", "kind": "RoleTemplate",
             "metadata": meta("template-view-pods", None, json!({})),
-            "spec": {"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}}));
+            "spec": {"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}}),
+        );
         let iam = "iam.kubesphere.io/v1beta1";
         let mut roles: Vec<(&'static str, Option<String>, String)> = Vec::new();
         for i in 0..4 {
@@ -548,15 +556,7 @@ fn sa_token(kubectl: &Kubectl, ns: &str, name: &str) -> anyhow::Result<String> {
             "jsonpath={.secrets[0].name}",
         ])?;
         if !secret.is_empty() {
-            let token = kubectl.run(&[
-                "get",
-                "secret",
-                &secret,
-                "-n",
-                ns,
-                "-o",
-                "jsonpath={.data.token}",
-            ])?;
+            let token = kubectl.run(&["get", "secret", &secret, "-n", ns, "-o", "jsonpath={.data.token}"])?;
             if !token.is_empty() {
                 return decode_base64(&token);
             }
@@ -574,10 +574,7 @@ fn decode_base64(s: &str) -> anyhow::Result<String> {
     let mut acc = 0u32;
     let mut bits = 0;
     for c in s.trim().bytes().filter(|&c| c != b'=') {
-        let v = ALPHABET
-            .iter()
-            .position(|&a| a == c)
-            .context("not base64")? as u32;
+        let v = ALPHABET.iter().position(|&a| a == c).context("not base64")? as u32;
         acc = (acc << 6) | v;
         bits += 6;
         if bits >= 8 {
@@ -626,7 +623,11 @@ impl Case {
     fn generate(rng: &mut Rng, p: &Policy, ids: &[Identity]) -> Self {
         let id = &ids[rng.below(ids.len())];
         let ns = &p.namespaces[rng.below(p.namespaces.len())].0;
-        let ns = if rng.below(10) == 0 { "ns-missing" } else { ns.as_str() };
+        let ns = if rng.below(10) == 0 {
+            "ns-missing"
+        } else {
+            ns.as_str()
+        };
         let ws = if rng.below(10) == 0 {
             "ws-missing"
         } else {
@@ -674,7 +675,10 @@ impl Case {
             4 => {
                 list = rng.below(2) == 0;
                 if list {
-                    format!("/api/v1/{}", rng.pick(&["namespaces", "pods", "configmaps", "nodes"]))
+                    format!(
+                        "/api/v1/{}",
+                        rng.pick(&["namespaces", "pods", "configmaps", "nodes"])
+                    )
                 } else {
                     format!("/api/v1/namespaces/{ns}")
                 }
@@ -683,11 +687,7 @@ impl Case {
                 list = true;
                 format!(
                     "/apis/{}/namespaces/{ns}/{}",
-                    rng.pick(&[
-                        "apps/v1",
-                        "iam.kubesphere.io/v1beta1",
-                        "kubesphere.io/v1alpha1"
-                    ]),
+                    rng.pick(&["apps/v1", "iam.kubesphere.io/v1beta1", "kubesphere.io/v1alpha1"]),
                     rng.pick(&["deployments", "roles", "rolebindings", "serviceaccounts"])
                 )
             }
@@ -841,11 +841,7 @@ fn parse_response(raw: &[u8]) -> anyhow::Result<Answer> {
     let head = std::str::from_utf8(&raw[..end])?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .context("no status code")?
-        .parse()?;
+    let status: u16 = status_line.split(' ').nth(1).context("no status code")?.parse()?;
     let mut content_type = String::new();
     let mut chunked = false;
     for line in lines {
@@ -925,7 +921,9 @@ const KNOWN: &[Known] = &[
                 && ours.status == 401
                 && theirs.status == 401
                 && ours.body.contains("token has been revoked")
-                && theirs.body.contains(r#"ServiceAccount.kubesphere.io \"sa-deleted\" not found"#)
+                && theirs
+                    .body
+                    .contains(r#"ServiceAccount.kubesphere.io \"sa-deleted\" not found"#)
         },
     },
 ];
@@ -979,11 +977,7 @@ impl Report {
     }
 
     fn print(&self, secs: f64) {
-        let statuses: Vec<String> = self
-            .by_status
-            .iter()
-            .map(|(s, n)| format!("{s}: {n}"))
-            .collect();
+        let statuses: Vec<String> = self.by_status.iter().map(|(s, n)| format!("{s}: {n}")).collect();
         say(format!(
             "KubeSphere differential: {} requests in {secs:.1}s (ks-apiserver's status codes: {})",
             self.total,
@@ -1010,7 +1004,10 @@ mod tests {
               3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
         )
         .unwrap();
-        assert_eq!((a.status, a.content_type.as_str(), a.body.as_str()), (403, "application/json", "abcde"));
+        assert_eq!(
+            (a.status, a.content_type.as_str(), a.body.as_str()),
+            (403, "application/json", "abcde")
+        );
         let b = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
         assert_eq!((b.status, b.body.as_str()), (200, "ok"));
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());

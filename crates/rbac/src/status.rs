@@ -165,6 +165,23 @@ impl Status {
     }
 }
 
+impl Status {
+    /// The body ks-apiserver's multicluster filter writes (`responsewriters.WriteRawJSON` of a Go
+    /// `*StatusError`): the Status under `ErrStatus`, without `kind` and `apiVersion`, indented by two spaces
+    /// whatever the client, no final newline. `details` is not written (the filter's errors have none).
+    pub fn to_status_error_json(&self) -> String {
+        let mut o = String::with_capacity(160 + self.message.len());
+        o.push_str(
+            "{\n  \"ErrStatus\": {\n    \"metadata\": {},\n    \"status\": \"Failure\",\n    \"message\": ",
+        );
+        go_json_string(&mut o, &self.message);
+        o.push_str(",\n    \"reason\": ");
+        go_json_string(&mut o, self.reason);
+        let _ = write!(o, ",\n    \"code\": {}\n  }}\n}}", self.code);
+        o
+    }
+}
+
 /// Whether kube-apiserver would pretty-print for this request (`?pretty=` or a curl/Wget/browser agent).
 pub fn wants_pretty(query: &str, user_agent: &str) -> bool {
     if !query.contains("pretty") {
@@ -302,6 +319,22 @@ mod tests {
         let pretty: serde_json::Value = serde_json::from_str(SEED_403).unwrap();
         assert_eq!(compact, pretty);
         assert!(status.to_json(false).ends_with("}\n"));
+    }
+
+    #[test]
+    fn status_error_body_is_ks_apiservers_raw_json() {
+        // ks-apiserver's answer to `/clusters/member-x/...` when no such Cluster exists.
+        let s = Status::failure(400, "BadRequest", "cluster member-x not exists");
+        assert_eq!(
+            s.to_status_error_json(),
+            "{\n  \"ErrStatus\": {\n    \"metadata\": {},\n    \"status\": \"Failure\",\n    \"message\": \
+             \"cluster member-x not exists\",\n    \"reason\": \"BadRequest\",\n    \"code\": 400\n  }\n}"
+        );
+        let escaped = Status::failure(400, "BadRequest", "cluster <a> not exists").to_status_error_json();
+        assert!(
+            escaped.contains(r#""cluster \u003ca\u003e not exists""#),
+            "{escaped}"
+        );
     }
 
     #[test]
