@@ -72,7 +72,9 @@ pub fn run_cli(root: &Path, full: bool, seed: Option<u64>, count: Option<usize>)
             let _ = std::fs::remove_dir_all(&run_dir);
         }
         Err(_) => {
+            // Keep the logs, not the data or the copy of the ksiam binary.
             let _ = std::fs::remove_dir_all(run_dir.join("etcd"));
+            let _ = std::fs::remove_file(run_dir.join("ksiam"));
             say(format!("logs kept in {}", run_dir.display()));
         }
     }
