@@ -44,10 +44,13 @@ pub struct Binaries {
 pub struct KubeSphere {
     /// `http://127.0.0.1:PORT` (plain HTTP; it listens on every interface).
     pub apiserver: String,
-    /// Its working directory, holding `kubesphere.yaml`.
+    /// The KubeSphere commit it was built from.
+    pub commit: String,
+    /// Its working directory, holding `kubesphere.yaml` (ks-controller-manager reads the same file).
     pub dir: PathBuf,
-    /// The binaries (for ks-controller-manager, which reads the same `kubesphere.yaml`).
-    pub bins: Binaries,
+    /// The ks-controller-manager binary of the same commit (not started: it would compete with ksiam's
+    /// controllers and binds the fixed ports 8443 and 8080).
+    pub controller_manager: PathBuf,
 }
 
 /// The source tree: `KSIAM_KUBESPHERE_SRC`, else `shared/peers/kubesphere/src` in the closest ancestor of
@@ -324,8 +327,9 @@ pub fn start(
     step.done();
     Ok(KubeSphere {
         apiserver: format!("http://{addr}"),
+        commit: bins.commit.clone(),
         dir,
-        bins: bins.clone(),
+        controller_manager: bins.controller_manager.clone(),
     })
 }
 

@@ -87,8 +87,9 @@ pub fn run(stack: &Stack, seed: u64, count: usize) -> anyhow::Result<()> {
     let ks = stack.kubesphere.as_ref().context("ks-apiserver is not running")?;
     let gateways = [addr_of(&ksiam.gateway)?, addr_of(&ks.apiserver)?];
     say(format!(
-        "KubeSphere differential: seed {seed:#x}, {count} requests (replay: cargo xtask conformance --kubesphere \
-         --seed {seed:#x} --count {count})"
+        "KubeSphere differential against ks-apiserver at {}: seed {seed:#x}, {count} requests (replay: cargo xtask \
+         conformance --kubesphere --seed {seed:#x} --count {count})",
+        ks.commit
     ));
     let kubectl = stack.cp.kubectl();
     let policy = Policy::generate(seed);
@@ -1159,7 +1160,7 @@ mod tests {
             &a(200, &list(&ws("a"), 1)),
             &a(
                 200,
-                &format!(r#"{{ "items": [ {{"metadata": {{"name": "a"}}}} ], "totalItems": 1 }}"#)
+                r#"{ "items": [ {"metadata": {"name": "a"}} ], "totalItems": 1 }"#
             )
         ));
         assert!(!same(&a(200, &list(&ws("a"), 1)), &a(200, &list(&ws("b"), 1))));

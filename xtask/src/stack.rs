@@ -139,6 +139,11 @@ impl Stack {
         }
         if let Some(ks) = &self.kubesphere {
             env.push(("KUBESPHERE_APISERVER", ks.apiserver.clone()));
+            env.push(("KUBESPHERE_CONFIG_DIR", ks.dir.display().to_string()));
+            env.push((
+                "KUBESPHERE_CONTROLLER_MANAGER",
+                ks.controller_manager.display().to_string(),
+            ));
         }
         env
     }
