@@ -59,6 +59,7 @@ pub fn run_cli(root: &Path, full: bool, seed: Option<u64>, count: Option<usize>)
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let runs = root.join("target").join("kubesphere-conformance");
+    crate::suite::clean_stale_runs(&runs)?;
     let run_dir = runs.join(format!("run-{epoch}-{}", std::process::id()));
     let mut stack = Stack::start_with(root, &run_dir, "dev", Some(build))?;
     let run_dir = stack.cp.run_dir.clone();

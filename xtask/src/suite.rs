@@ -198,7 +198,7 @@ pub fn e2e_timeout() -> anyhow::Result<Duration> {
 
 /// Stops what earlier runs left behind (an xtask killed with SIGKILL cannot clean up) and drops their etcd
 /// data, keeping their logs. Runs whose xtask is still alive (a concurrent run) are left alone.
-fn clean_stale_runs(runs: &Path) -> anyhow::Result<()> {
+pub fn clean_stale_runs(runs: &Path) -> anyhow::Result<()> {
     if !runs.is_dir() {
         return Ok(());
     }
