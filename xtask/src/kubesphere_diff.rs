@@ -365,6 +365,15 @@ impl Policy {
                 "roleRef": {"apiGroup": "iam.kubesphere.io", "kind": kind, "name": role},
                 "subjects": subjects}));
         }
+        // The sentinel, applied last: once both gateways let `sentinel` read its own User, both have seen
+        // the bindings (`Policy::wait_synced`).
+        objects.push(json!({"apiVersion": iam, "kind": "GlobalRole",
+            "metadata": meta("sentinel-get-users", None, json!({})),
+            "rules": [{"apiGroups": ["iam.kubesphere.io"], "resources": ["users"], "verbs": ["get"]}]}));
+        objects.push(json!({"apiVersion": iam, "kind": "GlobalRoleBinding",
+            "metadata": meta("zz-sentinel", None, json!({"iam.kubesphere.io/role-ref": "sentinel-get-users"})),
+            "roleRef": {"apiGroup": "iam.kubesphere.io", "kind": "GlobalRole", "name": "sentinel-get-users"},
+            "subjects": [{"apiGroup": "iam.kubesphere.io", "kind": "User", "name": "sentinel"}]}));
         Self {
             objects,
             namespaces,
@@ -467,8 +476,8 @@ impl Policy {
         Ok(ids)
     }
 
-    /// Waits until both gateways answer `sentinel`'s request the same way its binding says (the binding is
-    /// applied after everything else), then two more seconds for the other informers.
+    /// Waits until both gateways let `sentinel` read its own User (its binding is the last object applied),
+    /// then two more seconds for the other informers.
     fn wait_synced(&self, gateways: &[SocketAddr; 2], ids: &[Identity]) -> anyhow::Result<()> {
         let sentinel = ids
             .iter()
@@ -478,7 +487,7 @@ impl Policy {
             who: sentinel.name.clone(),
             header: sentinel.header.clone(),
             method: "GET",
-            target: "/kapis/tenant.kubesphere.io/v1beta1/clusters".into(),
+            target: "/apis/iam.kubesphere.io/v1beta1/users/sentinel".into(),
             user_agent: "ksiam-conformance",
             body: None,
             class: Class::Served,
