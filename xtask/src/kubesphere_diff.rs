@@ -369,7 +369,8 @@ impl Policy {
         // the bindings (`Policy::wait_synced`).
         objects.push(json!({"apiVersion": iam, "kind": "GlobalRole",
             "metadata": meta("sentinel-get-users", None, json!({})),
-            "rules": [{"apiGroups": ["iam.kubesphere.io"], "resources": ["users"], "verbs": ["get"]}]}));
+            "rules": [{"apiGroups": ["iam.kubesphere.io"], "resources": ["users"], "verbs": ["get"]},
+                      {"apiGroups": ["iam.kubesphere.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]}]}));
         objects.push(json!({"apiVersion": iam, "kind": "GlobalRoleBinding",
             "metadata": meta("zz-sentinel", None, json!({"iam.kubesphere.io/role-ref": "sentinel-get-users"})),
             "roleRef": {"apiGroup": "iam.kubesphere.io", "kind": "GlobalRole", "name": "sentinel-get-users"},
@@ -476,7 +477,8 @@ impl Policy {
         Ok(ids)
     }
 
-    /// Waits until both gateways let `sentinel` read its own User (its binding is the last object applied),
+    /// Waits until both gateways let `sentinel` read its own User (its binding is the last object applied;
+    /// the same GlobalRole lets it create SubjectAccessReviews for the differential),
     /// then two more seconds for the other informers.
     fn wait_synced(&self, gateways: &[SocketAddr; 2], ids: &[Identity]) -> anyhow::Result<()> {
         let sentinel = ids
@@ -641,7 +643,7 @@ impl Case {
         // Three requests in four carry a valid user's or ServiceAccount's token (authorization); the rest
         // anything (authentication).
         let valid = USERS + SERVICE_ACCOUNTS;
-        let id = if rng.below(4) == 0 {
+        let mut id = if rng.below(4) == 0 {
             &ids[rng.below(ids.len())]
         } else {
             let i = rng.below(valid);
@@ -666,7 +668,19 @@ impl Case {
         let mut method = "GET";
         let mut body = None;
         let mut list = false;
-        let path = match rng.below(14) {
+        let path = match rng.below(16) {
+            14 | 15 => {
+                // The authorizer itself, for any subject and scope: KubeSphere's SubjectAccessReview API.
+                method = "POST";
+                body = Some(random_review(rng, p).to_string());
+                // Mostly as `sentinel`, whose GlobalRole may create reviews; sometimes as anybody.
+                if rng.below(4) != 0
+                    && let Some(sentinel) = ids.iter().find(|i| i.name == "sentinel")
+                {
+                    id = sentinel;
+                }
+                "/kapis/iam.kubesphere.io/v1beta1/subjectaccessreviews".to_owned()
+            }
             0 => {
                 list = true;
                 format!(
@@ -773,7 +787,7 @@ impl Case {
             _ => "",
         };
         let mut query = Vec::new();
-        if method != "GET" {
+        if method != "GET" && !path.contains("subjectaccessreviews") {
             query.push("dryRun=All".to_owned());
         }
         if list {
@@ -819,6 +833,43 @@ impl Case {
                 .unwrap_or_default()
         )
     }
+}
+
+/// A SubjectAccessReview over the policy's subjects, resources and all four scopes.
+fn random_review(rng: &mut Rng, p: &Policy) -> Value {
+    let user = match rng.below(3) {
+        0 => {
+            let (ns, name) = &p.service_accounts[rng.below(p.service_accounts.len())];
+            format!("kubesphere:serviceaccount:{ns}:{name}")
+        }
+        _ => p.users[rng.below(p.users.len())].clone(),
+    };
+    let groups = if rng.below(2) == 0 {
+        json!(["system:authenticated"])
+    } else {
+        json!([])
+    };
+    let (ns, ws) = &p.namespaces[rng.below(p.namespaces.len())];
+    let mut attrs = json!({
+        "verb": *rng.pick(&RULE_VERBS[..8]),
+        "group": *rng.pick(&RULE_GROUPS[..5]),
+        "version": "v1",
+        "resource": *rng.pick(&RULE_RESOURCES[..12]),
+    });
+    match rng.below(4) {
+        0 => attrs["namespace"] = ns.as_str().into(),
+        1 => attrs["workspace"] = ws.clone().unwrap_or_else(|| "ws-0".into()).into(),
+        2 => attrs["resourceScope"] = "Global".into(),
+        _ => attrs["resourceScope"] = "Cluster".into(),
+    }
+    if rng.below(4) == 0 {
+        attrs["name"] = (*rng.pick(&["cm-0", "ns-0", "host", "user-0"])).into();
+    }
+    json!({
+        "apiVersion": "iam.kubesphere.io/v1beta1",
+        "kind": "SubjectAccessReview",
+        "spec": {"user": user, "groups": groups, "resourceAttributes": attrs},
+    })
 }
 
 /// An answer: status, content type and body.
@@ -931,10 +982,20 @@ fn same(a: &Answer, b: &Answer) -> bool {
         return a.body == b.body;
     }
     match (tenant_list(a), tenant_list(b)) {
-        (Some(x), Some(y)) => x == y,
-        (None, None) => true,
-        _ => false,
+        (Some(x), Some(y)) => return x == y,
+        (None, None) => {}
+        _ => return false,
     }
+    review_allowed(a) == review_allowed(b)
+}
+
+/// `status.allowed` of a SubjectAccessReview answer.
+fn review_allowed(a: &Answer) -> Option<bool> {
+    let v: Value = serde_json::from_str(&a.body).ok()?;
+    if v["kind"] != "SubjectAccessReview" {
+        return None;
+    }
+    Some(v["status"]["allowed"].as_bool().unwrap_or(false))
 }
 
 /// The item names and `totalItems` of a tenant list answer (KubeSphere's `{"items": [...], "totalItems": N}`).
@@ -1048,6 +1109,8 @@ fn known(case: &Case, answers: &[Answer; 2]) -> Option<&'static str> {
 struct Report {
     total: usize,
     by_status: BTreeMap<u16, usize>,
+    /// SubjectAccessReviews answered by ks-apiserver, and how many of them allowed.
+    reviews: (usize, usize),
     known: BTreeMap<&'static str, usize>,
     /// Unlisted differences, the first [`SHOWN`] in full.
     unknown: Vec<String>,
@@ -1059,6 +1122,10 @@ impl Report {
         self.total += 1;
         let [ours, theirs] = answers;
         *self.by_status.entry(theirs.status).or_default() += 1;
+        if let Some(allowed) = review_allowed(theirs) {
+            self.reviews.0 += 1;
+            self.reviews.1 += usize::from(allowed);
+        }
         if same(ours, theirs) {
             return;
         }
@@ -1097,6 +1164,10 @@ impl Report {
             "KubeSphere differential: {} requests in {secs:.1}s (ks-apiserver's status codes: {})",
             self.total,
             statuses.join(", ")
+        ));
+        say(format!(
+            "  SubjectAccessReviews decided: {} ({} allowed)",
+            self.reviews.0, self.reviews.1
         ));
         for (id, n) in &self.known {
             say(format!("  listed difference {id}: {n}"));
@@ -1177,5 +1248,9 @@ mod tests {
         assert!(!same(&a(200, &list(&ws("a"), 1)), &a(200, &list(&ws("a"), 2))));
         assert!(!same(&a(403, "x"), &a(403, "y")));
         assert!(!same(&a(200, "x"), &a(404, "x")));
+        let review =
+            |allowed| format!(r#"{{"kind":"SubjectAccessReview","status":{{"allowed":{allowed}}}}}"#);
+        assert!(same(&a(200, &review(true)), &a(200, &review(true))));
+        assert!(!same(&a(200, &review(true)), &a(200, &review(false))));
     }
 }
