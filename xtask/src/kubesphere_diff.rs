@@ -1201,6 +1201,27 @@ mod tests {
     }
 
     #[test]
+    fn every_listed_difference_is_in_the_architecture_table() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("ARCHITECTURE.md"),
+        )
+        .unwrap();
+        let table = doc
+            .split("## Deliberate differences from KubeSphere")
+            .nth(1)
+            .expect("the table");
+        for k in KNOWN {
+            assert!(
+                table.contains(&format!("`KNOWN` `{}`", k.id)),
+                "{} is not in ARCHITECTURE.md's Deliberate differences table",
+                k.id
+            );
+        }
+    }
+
+    #[test]
     fn base64_decodes() {
         assert_eq!(decode_base64("aGVsbG8=").unwrap(), "hello");
         assert_eq!(decode_base64("YQ==").unwrap(), "a");
