@@ -27,9 +27,9 @@ use crate::progress::Step;
 
 pub use crate::suite::Backend;
 
-/// `cargo xtask up [--detach]`.
-pub fn up(root: &Path, detach: bool) -> anyhow::Result<()> {
-    crate::stack::up(root, detach)
+/// `cargo xtask up [--detach] [--with-kubesphere]`.
+pub fn up(root: &Path, detach: bool, with_kubesphere: bool) -> anyhow::Result<()> {
+    crate::stack::up(root, detach, with_kubesphere)
 }
 
 /// `cargo xtask down`.

@@ -10,6 +10,8 @@ mod control_plane;
 mod differential;
 mod k8s_bin;
 mod kind;
+mod kubesphere;
+mod kubesphere_diff;
 mod named_tests;
 mod peers;
 mod pki;
@@ -46,6 +48,10 @@ enum Command {
         /// `all` (one `ksiam all`) or `split` (one process per service, gRPC between them).
         #[arg(long, value_enum, default_value_t = stack::Topology::All)]
         topology: stack::Topology,
+        /// Also build (once, cached by commit) and run KubeSphere's own ks-apiserver beside ksiam's gateway,
+        /// from `../shared/peers/kubesphere/src` (`KUBESPHERE_APISERVER` in `target/ksiam-up/env`).
+        #[arg(long)]
+        with_kubesphere: bool,
     },
     /// Stop everything `cargo xtask up` started.
     Down,
@@ -66,9 +72,21 @@ enum Command {
     },
     /// ksiam-rbac vs Kubernetes' RBAC authorizer on random requests (N = 10 and 1,000; `--full` adds 100,000),
     /// and the gateway's resolver vs Kubernetes' RequestInfoFactory on 5,000 request targets (`--full`: 100,000).
+    ///
+    /// `--kubesphere`: instead, ksiam's gateway against KubeSphere's own ks-apiserver on one control plane:
+    /// a generated policy, random requests to both, status codes and error bodies compared.
     Conformance {
         #[arg(long)]
         full: bool,
+        /// ksiam's gateway vs ks-apiserver (600 requests; `--full`: 10,000).
+        #[arg(long)]
+        kubesphere: bool,
+        /// With `--kubesphere`: the seed, decimal or 0x hex (`KSIAM_KS_DIFF_SEED`).
+        #[arg(long, value_parser = differential::parse_seed, requires = "kubesphere")]
+        seed: Option<u64>,
+        /// With `--kubesphere`: the number of requests.
+        #[arg(long, requires = "kubesphere")]
+        count: Option<usize>,
     },
     /// Every test the documentation names as proof (ARCHITECTURE.md, README.md, docs/) exists.
     NamedTests,
@@ -96,9 +114,13 @@ fn main() -> anyhow::Result<()> {
     std::env::set_current_dir(&root)?;
     match cli.command {
         Command::Codegen { check } => codegen::run(&root, check),
-        Command::Up { detach, topology } => {
+        Command::Up {
+            detach,
+            topology,
+            with_kubesphere,
+        } => {
             topology.select();
-            control_plane::up(&root, detach)
+            control_plane::up(&root, detach, with_kubesphere)
         }
         Command::Down => control_plane::down(&root),
         Command::Test => control_plane::test(&root),
@@ -111,7 +133,13 @@ fn main() -> anyhow::Result<()> {
             topology.select();
             control_plane::e2e(&root, backend, &args)
         }
-        Command::Conformance { full } => conformance::run_cli(&root, full),
+        Command::Conformance {
+            full,
+            kubesphere: true,
+            seed,
+            count,
+        } => kubesphere_diff::run_cli(&root, full, seed, count),
+        Command::Conformance { full, .. } => conformance::run_cli(&root, full),
         Command::NamedTests => named_tests::run(&root),
         Command::Differential { count, seed } => differential::run(
             &root,

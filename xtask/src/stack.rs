@@ -34,6 +34,8 @@ pub struct Stack {
     pub cp: ControlPlane,
     /// `KSIAM_GATEWAY` and `KSIAM_JWT_SECRET_FILE`, when `ksiam all` runs.
     pub ksiam: Option<KsiamAll>,
+    /// KubeSphere's own ks-apiserver beside the gateway (`KUBESPHERE_APISERVER`), when asked for.
+    pub kubesphere: Option<crate::kubesphere::KubeSphere>,
 }
 
 pub struct KsiamAll {
@@ -62,13 +64,20 @@ pub struct KsiamAll {
 // === impl Stack ===
 
 impl Stack {
-    /// Builds what is missing and starts everything in `run_dir`.
-    pub fn start(root: &Path, run_dir: &Path) -> anyhow::Result<Self> {
-        Self::start_with_profile(root, run_dir, "dev")
+    /// Builds what is missing and starts everything in `run_dir`, with `ksiam` built in the cargo profile
+    /// `profile` (`dev` or `release`).
+    pub fn start_with_profile(root: &Path, run_dir: &Path, profile: &str) -> anyhow::Result<Self> {
+        Self::start_with(root, run_dir, profile, None)
     }
 
-    /// Like [`Stack::start`], with `ksiam` built in the cargo profile `profile` (`dev` or `release`).
-    pub fn start_with_profile(root: &Path, run_dir: &Path, profile: &str) -> anyhow::Result<Self> {
+    /// Like [`Stack::start_with_profile`], and with KubeSphere's ks-apiserver beside ksiam's gateway when
+    /// `kubesphere` is a build (started early with [`crate::kubesphere::build_in_background`]).
+    pub fn start_with(
+        root: &Path,
+        run_dir: &Path,
+        profile: &str,
+        kubesphere: Option<crate::kubesphere::Pending>,
+    ) -> anyhow::Result<Self> {
         let bins = k8s_bin::ensure(root)?;
         let ksiam_bin = build_ksiam(root, profile)?;
         let mut cp = ControlPlane::start(&bins, run_dir)?;
@@ -81,7 +90,19 @@ impl Stack {
                 None
             }
         };
-        Ok(Self { cp, ksiam })
+        let kubesphere = match (kubesphere, &ksiam) {
+            (None, _) => None,
+            (Some(build), Some(k)) => {
+                let ks = build.wait()?;
+                Some(crate::kubesphere::start(root, &mut cp, &ks, &k.jwt_secret_file)?)
+            }
+            (Some(_), None) => bail!("ks-apiserver runs beside `ksiam all`, which is not built"),
+        };
+        Ok(Self {
+            cp,
+            ksiam,
+            kubesphere,
+        })
     }
 
     /// The environment a user or a test needs to reach the stack, as `(name, value)` pairs.
@@ -128,6 +149,14 @@ impl Stack {
                 .collect();
             env.push(("KSIAM_PID_FILES", pid_files.join(",")));
             env.push(("KSIAM_BIN", k.bin.display().to_string()));
+        }
+        if let Some(ks) = &self.kubesphere {
+            env.push(("KUBESPHERE_APISERVER", ks.apiserver.clone()));
+            env.push(("KUBESPHERE_CONFIG_DIR", ks.dir.display().to_string()));
+            env.push((
+                "KUBESPHERE_CONTROLLER_MANAGER",
+                ks.controller_manager.display().to_string(),
+            ));
         }
         env
     }
@@ -606,8 +635,8 @@ fn up_dir(root: &Path) -> PathBuf {
     root.join("target").join("ksiam-up")
 }
 
-/// `cargo xtask up [--detach]`.
-pub fn up(root: &Path, detach: bool) -> anyhow::Result<()> {
+/// `cargo xtask up [--detach] [--with-kubesphere]`.
+pub fn up(root: &Path, detach: bool, with_kubesphere: bool) -> anyhow::Result<()> {
     install_signal_handler()?;
     let dir = up_dir(root);
     let state = dir.join("state.json");
@@ -617,7 +646,8 @@ pub fn up(root: &Path, detach: bool) -> anyhow::Result<()> {
     }
     clean_run_dir(&dir, false)?;
 
-    let stack = Stack::start(root, &dir)?;
+    let kubesphere = with_kubesphere.then(|| crate::kubesphere::build_in_background(root));
+    let stack = Stack::start_with(root, &dir, "dev", kubesphere)?;
     let env_file = dir.join("env");
     let mut env: String = stack
         .env()

@@ -62,6 +62,10 @@ pub fn test(root: &Path) -> anyhow::Result<()> {
             Box::new(|| crate::conformance::run_cli(root, false)),
         ),
         (
+            "cargo xtask conformance --kubesphere (ksiam's gateway vs KubeSphere's ks-apiserver)",
+            Box::new(|| crate::kubesphere_diff::run_cli(root, false, None, None)),
+        ),
+        (
             "cargo xtask e2e --backend local",
             Box::new(|| e2e_local(root, &[])),
         ),
@@ -141,6 +145,9 @@ fn e2e_local(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let start = Instant::now();
     let runs = root.join("target").join("e2e");
     clean_stale_runs(&runs)?;
+    // KubeSphere's own ks-apiserver runs beside the gateway (tests/tests/kubesphere_parity.rs); its Go
+    // build (cached by commit) overlaps the cargo builds below.
+    let kubesphere = crate::kubesphere::build_in_background(root);
 
     // Compile first: the control plane should not sit idle while the tests build.
     let step = Step::start("cargo test -p ksiam-e2e --no-run");
@@ -155,7 +162,7 @@ fn e2e_local(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let run_dir = runs.join(format!("run-{epoch}-{}", std::process::id()));
-    let mut stack = Stack::start(root, &run_dir)?;
+    let mut stack = Stack::start_with(root, &run_dir, "dev", Some(kubesphere))?;
     let run_dir = stack.cp.run_dir.clone();
 
     let step = Step::start("cargo test -p ksiam-e2e");
@@ -202,7 +209,7 @@ pub fn e2e_timeout() -> anyhow::Result<Duration> {
 
 /// Stops what earlier runs left behind (an xtask killed with SIGKILL cannot clean up) and drops their etcd
 /// data, keeping their logs. Runs whose xtask is still alive (a concurrent run) are left alone.
-fn clean_stale_runs(runs: &Path) -> anyhow::Result<()> {
+pub fn clean_stale_runs(runs: &Path) -> anyhow::Result<()> {
     if !runs.is_dir() {
         return Ok(());
     }

@@ -238,7 +238,8 @@ impl ksiam_token::Directory for KubeDirectory {
                     .and_then(|s| s.state.as_deref())
                     .is_some_and(|s| s == "Disabled") =>
             {
-                Err(format!("user {name} is disabled"))
+                // ks-apiserver's `AccountIsNotActiveError`, word for word.
+                Err("account is not active".to_owned())
             }
             Some(_) => Ok(()),
         }

@@ -13,7 +13,7 @@ use http::{StatusCode, Uri, header};
 use ksiam_rbac::{RequestInfo, Status, Target, TargetError, status::wants_pretty_param};
 use ksiam_token::AuthError;
 
-use crate::{Shared, status_response, text_response};
+use crate::{Shared, json_response, status_response, text_response};
 
 /// The `X-KubeSphere-Authorization` header, copied into `Authorization` when that is empty.
 const KS_AUTHORIZATION: &str = "x-kubesphere-authorization";
@@ -114,10 +114,9 @@ async fn run(shared: &Shared, req: &mut Request, next: Next) -> Response {
         }
         let cluster = info.cluster.as_str();
         return if shared.caches.clusters.get(cluster).is_none() {
-            status_response(
-                &Status::failure(404, "NotFound", format!("cluster {cluster} not found")),
-                pretty,
-            )
+            // ks-apiserver's answer, byte for byte: 400 and the Go `StatusError` as raw, indented JSON.
+            let status = Status::failure(400, "BadRequest", format!("cluster {cluster} not exists"));
+            json_response(StatusCode::BAD_REQUEST, status.to_status_error_json())
         } else {
             text_response(
                 StatusCode::NOT_IMPLEMENTED,

@@ -7,7 +7,10 @@
 // Helpers return the finished error response as `Err`; it is moved once, on a cold path.
 #![allow(clippy::result_large_err)]
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use axum::{
     Extension,
@@ -92,6 +95,14 @@ fn subject_is(s: &Subject, ctx: &RequestContext) -> bool {
     (s.kind == "User" && s.name == ctx.user) || (s.kind == "Group" && ctx.groups.contains(&s.name))
 }
 
+/// Whether a binding makes the caller a member for the tenant lists, as ks-apiserver reads it: the binding
+/// is labelled `iam.kubesphere.io/user-ref=<caller>` (KubeSphere selects by that label first) and one of its
+/// subjects is the caller or one of the caller's groups. A binding without the label grants what its role
+/// says but lists nothing (`cargo xtask conformance --kubesphere` found this against ks-apiserver).
+fn member_by(labels: &BTreeMap<String, String>, subjects: &[Subject], ctx: &RequestContext) -> bool {
+    labels.get(USER_REF_LABEL) == Some(&ctx.user) && subjects.iter().any(|s| subject_is(s, ctx))
+}
+
 /// `GET /clusters`: every cluster for those who may list `cluster.kubesphere.io` clusters, otherwise
 /// the User's granted clusters. A ServiceAccount has no User: it gets an empty list where upstream
 /// answers 500.
@@ -168,7 +179,7 @@ fn bound_workspaces(shared: &Shared, ctx: &RequestContext) -> BTreeSet<String> {
         .workspace_role_bindings
         .all()
         .iter()
-        .filter(|b| b.spec.subjects.iter().any(|s| subject_is(s, ctx)))
+        .filter(|b| member_by(b.labels(), &b.spec.subjects, ctx))
         .filter_map(|b| b.labels().get(WORKSPACE_LABEL).cloned())
         .collect()
 }
@@ -244,7 +255,7 @@ fn bound_namespaces(shared: &Shared, ctx: &RequestContext) -> BTreeSet<String> {
         .role_bindings
         .all()
         .iter()
-        .filter(|b| b.spec.subjects.iter().any(|s| subject_is(s, ctx)))
+        .filter(|b| member_by(b.labels(), &b.spec.subjects, ctx))
         .filter_map(|b| b.namespace())
         .collect()
 }

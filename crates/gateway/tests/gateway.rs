@@ -257,7 +257,7 @@ async fn path_confusion_never_reaches_a_forbidden_resource() {
 }
 
 #[tokio::test]
-async fn unknown_clusters_are_404_after_authentication_only() {
+async fn unknown_clusters_are_400_as_in_ks_apiserver_after_authentication_only() {
     let h = start().await;
     let (status, body) = h
         .get(
@@ -266,8 +266,13 @@ async fn unknown_clusters_are_404_after_authentication_only() {
             GO_UA,
         )
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    assert!(body.contains("cluster nowhere not found"), "{body}");
+    // ks-apiserver's body byte for byte (`cargo xtask conformance --kubesphere` compares it live).
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body,
+        "{\n  \"ErrStatus\": {\n    \"metadata\": {},\n    \"status\": \"Failure\",\n    \"message\": \
+         \"cluster nowhere not exists\",\n    \"reason\": \"BadRequest\",\n    \"code\": 400\n  }\n}"
+    );
     // Anonymous callers learn nothing about which clusters exist.
     let (status, _) = h
         .get("/clusters/nowhere/api/v1/namespaces/default/pods", None, GO_UA)

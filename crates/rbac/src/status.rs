@@ -124,7 +124,8 @@ impl Status {
         o.push(',');
         if let Some(d) = &self.details {
             field(&mut o, "details");
-            let entries: Vec<(&str, &str)> = [("group", &d.group), ("kind", &d.kind), ("name", &d.name)]
+            // Go's `StatusDetails` field order: name, group, kind.
+            let entries: Vec<(&str, &str)> = [("name", &d.name), ("group", &d.group), ("kind", &d.kind)]
                 .into_iter()
                 .filter(|(_, v)| !v.is_empty())
                 .map(|(k, v)| (k, v.as_str()))
@@ -160,6 +161,23 @@ impl Status {
         if !pretty {
             o.push('\n');
         }
+        o
+    }
+}
+
+impl Status {
+    /// The body ks-apiserver's multicluster filter writes (`responsewriters.WriteRawJSON` of a Go
+    /// `*StatusError`): the Status under `ErrStatus`, without `kind` and `apiVersion`, indented by two spaces
+    /// whatever the client, no final newline. `details` is not written (the filter's errors have none).
+    pub fn to_status_error_json(&self) -> String {
+        let mut o = String::with_capacity(160 + self.message.len());
+        o.push_str(
+            "{\n  \"ErrStatus\": {\n    \"metadata\": {},\n    \"status\": \"Failure\",\n    \"message\": ",
+        );
+        go_json_string(&mut o, &self.message);
+        o.push_str(",\n    \"reason\": ");
+        go_json_string(&mut o, self.reason);
+        let _ = write!(o, ",\n    \"code\": {}\n  }}\n}}", self.code);
         o
     }
 }
@@ -304,6 +322,22 @@ mod tests {
     }
 
     #[test]
+    fn status_error_body_is_ks_apiservers_raw_json() {
+        // ks-apiserver's answer to `/clusters/member-x/...` when no such Cluster exists.
+        let s = Status::failure(400, "BadRequest", "cluster member-x not exists");
+        assert_eq!(
+            s.to_status_error_json(),
+            "{\n  \"ErrStatus\": {\n    \"metadata\": {},\n    \"status\": \"Failure\",\n    \"message\": \
+             \"cluster member-x not exists\",\n    \"reason\": \"BadRequest\",\n    \"code\": 400\n  }\n}"
+        );
+        let escaped = Status::failure(400, "BadRequest", "cluster <a> not exists").to_status_error_json();
+        assert!(
+            escaped.contains(r#""cluster \u003ca\u003e not exists""#),
+            "{escaped}"
+        );
+    }
+
+    #[test]
     fn forbidden_forms() {
         let info = resolve("GET", "/api/v1/namespaces/ns1/pods/p1/log", "").unwrap();
         let s = Status::forbidden(&info.attributes("u", &[]), "RBAC: boom");
@@ -313,7 +347,7 @@ mod tests {
         );
         assert_eq!(
             s.to_json(false)
-                .matches(r#""details":{"kind":"pods","name":"p1"}"#)
+                .matches(r#""details":{"name":"p1","kind":"pods"}"#)
                 .count(),
             1
         );
