@@ -26,15 +26,12 @@ use ksiam_rbac::{
     review::{self, RuleSource},
     snapshot::CompiledBinding,
 };
-use ksiam_token::grpc_auth::{ClientTls, GrpcSecurity, SecurityError};
+use ksiam_token::grpc_auth::{ClientTls, GrpcSecurity};
 use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{
-    Request, Response, Status,
-    transport::{Channel, Server},
-};
+use tonic::{Request, Response, Status, transport::Channel};
 
 use crate::metrics::{DecisionResult, Metrics};
 
@@ -375,25 +372,11 @@ impl authorizer_server::Authorizer for AuthzService {
 
 // === serve ===
 
-/// Why [`serve_grpc`] stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The reflection service could not be built from the descriptor sets.
-    #[error("building the gRPC reflection service")]
-    Reflection(#[source] tonic_reflection::server::Error),
-    /// The server failed.
-    #[error("serving gRPC")]
-    Transport(#[source] tonic::transport::Error),
-    /// The TLS configuration could not be loaded, or plaintext was asked for off loopback.
-    #[error("securing gRPC")]
-    Security(#[source] SecurityError),
-}
+/// Why [`serve_grpc`] stopped (the token crate's: both gRPC servers are served the same way).
+pub use ksiam_token::grpc::ServeError;
 
 /// How long [`serve_grpc`] lets in-flight calls finish after shutdown before dropping connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// How often the health status follows the store's readiness.
-const READINESS_POLL: Duration = Duration::from_millis(200);
 
 /// Serves `service` on `listener` with `grpc.health.v1.Health` and `grpc.reflection.v1.ServerReflection`
 /// until `shutdown` is cancelled, admitting calls as `security` says (health is open to every client,
@@ -416,71 +399,17 @@ async fn serve_grpc_with_grace(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> Result<(), ServeError> {
-    let incoming = security.incoming(listener).map_err(ServeError::Security)?;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
-    health.set_not_serving::<AuthorizerServer<AuthzService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(ServeError::Reflection)?;
-
     let store = service.store.clone();
-    let stop = shutdown.clone();
-    let reporter = health.clone();
-    let readiness = tokio::spawn(async move {
-        let mut serving = false;
-        loop {
-            let ready = store.is_ready();
-            if ready != serving {
-                serving = ready;
-                let status = if ready {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                reporter.set_service_status("", status).await;
-                reporter
-                    .set_service_status("ksiam.authz.v1.Authorizer", status)
-                    .await;
-            }
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(READINESS_POLL) => {}
-            }
-        }
-    });
-
-    let (fired, shutdown_fired) = tokio::sync::oneshot::channel::<()>();
-    let signal = shutdown.clone();
-    let on_shutdown = async move {
-        signal.cancelled().await;
-        let _ = readiness.await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        health.set_not_serving::<AuthorizerServer<AuthzService>>().await;
-        let _ = fired.send(());
-    };
-    let server = Server::builder()
-        .layer(security.layer())
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(incoming, on_shutdown);
-    let grace_over = async move {
-        match shutdown_fired.await {
-            Ok(()) => tokio::time::sleep(grace).await,
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        result = server => result.map_err(ServeError::Transport),
-        () = grace_over => Ok(()),
-    }
+    ksiam_token::grpc::serve_service(
+        listener,
+        service.into_server(),
+        pb::FILE_DESCRIPTOR_SET,
+        security,
+        Box::new(move || store.is_ready()),
+        shutdown.cancelled_owned(),
+        grace,
+    )
+    .await
 }
 
 // === client ===

@@ -559,31 +559,105 @@ pub async fn serve_with_grace(
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
 ) -> Result<(), ServeError> {
+    let closer = service.clone();
+    serve_service(
+        listener,
+        service.into_server(),
+        pb::FILE_DESCRIPTOR_SET,
+        security,
+        Box::new(|| true),
+        async move {
+            shutdown.await;
+            closer.close_streams();
+        },
+        grace,
+    )
+    .await
+}
+
+/// Whether a served service is ready (polled for its health status).
+pub type ServiceReady = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// How often [`serve_service`] polls readiness for the health status.
+const READINESS_POLL: Duration = Duration::from_millis(200);
+
+/// The one way ksiam serves a gRPC service (the token service, the authorizer): on `listener`, behind
+/// `security`'s mutual TLS and allow-list (health open to every client, reflection following the
+/// allow-list), with `grpc.health.v1.Health` (the server `""` and the service SERVING while `ready()`)
+/// and `grpc.reflection.v1.ServerReflection` over `descriptor_set`. When `shutdown` resolves (after its
+/// own clean-up, such as ending watch streams), health turns NOT_SERVING and in-flight calls get `grace`
+/// to finish.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_service<S>(
+    listener: TcpListener,
+    service: S,
+    descriptor_set: &'static [u8],
+    security: &GrpcSecurity,
+    ready: ServiceReady,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
+) -> Result<(), ServeError>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let incoming = security.incoming(listener).map_err(ServeError::Security)?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<TokenServiceServer<TokenService>>().await;
+    let set = |health: tonic_health::server::HealthReporter, serving: bool| async move {
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        health.set_service_status(S::NAME, status).await;
+    };
+    let initially = ready();
+    set(health.clone(), initially).await;
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(descriptor_set)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(ServeError::Reflection)?;
-    let closer = service.clone();
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let reporter = health.clone();
+    let follow = tokio::spawn(async move {
+        let mut serving = Some(initially);
+        loop {
+            let now = ready();
+            if serving != Some(now) {
+                serving = Some(now);
+                set(reporter.clone(), now).await;
+            }
+            tokio::select! {
+                _ = stop_rx.changed() => break,
+                () = tokio::time::sleep(READINESS_POLL) => {}
+            }
+        }
+    });
     let (fired, shutdown_fired) = oneshot::channel::<()>();
-    let shutdown = async move {
+    let on_shutdown = async move {
         shutdown.await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        health.set_not_serving::<TokenServiceServer<TokenService>>().await;
-        closer.close_streams();
+        let _ = stop_tx.send(true);
+        let _ = follow.await;
+        set(health, false).await;
         let _ = fired.send(());
     };
     let server = Server::builder()
         .layer(security.layer())
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown);
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, on_shutdown);
     let grace_over = async move {
         match shutdown_fired.await {
             Ok(()) => tokio::time::sleep(grace).await,
