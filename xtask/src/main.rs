@@ -3,13 +3,16 @@
 //! Every command CI runs goes through here, so a developer runs exactly what CI runs.
 
 mod bench;
+mod chart;
 mod cluster_bench;
 mod codegen;
 mod conformance;
 mod control_plane;
 mod differential;
+mod image;
 mod k8s_bin;
 mod kind;
+mod node;
 mod peers;
 mod pki;
 mod probe;
@@ -42,11 +45,32 @@ enum Command {
         /// Return once everything is ready and leave it running (stop with `cargo xtask down`).
         #[arg(long)]
         detach: bool,
+        /// Also run a real node (containerd, kubelet, kube-proxy, kube-scheduler, CoreDNS); needs root.
+        #[arg(long)]
+        node: bool,
+    },
+    /// Build the ksiam image (static release binary on scratch) into target/images/ksiam.tar and import it
+    /// into the node's containerd when a node runs.
+    Image {
+        /// Only write the archive.
+        #[arg(long)]
+        no_import: bool,
+    },
+    /// `helm lint` and the `helm template` golden files of deploy/helm/ksiam.
+    Chart {
+        /// Rewrite the golden files.
+        #[arg(long)]
+        bless: bool,
     },
     /// Stop everything `cargo xtask up` started.
     Down,
-    /// Everything CI runs: fmt, clippy, codegen check, unit/property tests, e2e on a fresh control plane.
-    Test,
+    /// Everything CI runs: fmt, clippy, codegen check, chart, unit/property tests, e2e on a fresh control
+    /// plane, then the node backend (root and cgroups; `--no-node` leaves it out).
+    Test {
+        /// Leave out `e2e --backend node` (for machines that cannot run a node: not root, no cgroups).
+        #[arg(long)]
+        no_node: bool,
+    },
     /// Admission latency through kube-apiserver and the fill time of 1,000 token Secrets (release build).
     ClusterBench,
     /// The e2e suite only.
@@ -87,9 +111,11 @@ fn main() -> anyhow::Result<()> {
     std::env::set_current_dir(&root)?;
     match cli.command {
         Command::Codegen { check } => codegen::run(&root, check),
-        Command::Up { detach } => control_plane::up(&root, detach),
+        Command::Up { detach, node } => control_plane::up(&root, detach, node),
+        Command::Image { no_import } => image::run_cli(&root, !no_import),
+        Command::Chart { bless } => chart::run_cli(&root, bless),
         Command::Down => control_plane::down(&root),
-        Command::Test => control_plane::test(&root),
+        Command::Test { no_node } => control_plane::test(&root, !no_node),
         Command::ClusterBench => cluster_bench::run(&root),
         Command::E2e { backend, args } => control_plane::e2e(&root, backend, &args),
         Command::Conformance { full } => conformance::run_cli(&root, full),

@@ -31,6 +31,8 @@ const SYSTEM_LABELS: [(&str, &str); 3] = [
 
 /// A running stack; dropping it stops everything.
 pub struct Stack {
+    /// The node (`--node`); declared first, so it stops before the control plane.
+    pub node: Option<crate::node::Node>,
     pub cp: ControlPlane,
     /// `KSIAM_GATEWAY` and `KSIAM_JWT_SECRET_FILE`, when `ksiam all` runs.
     pub ksiam: Option<KsiamAll>,
@@ -64,18 +66,54 @@ impl Stack {
 
     /// Like [`Stack::start`], with `ksiam` built in the cargo profile `profile` (`dev` or `release`).
     pub fn start_with_profile(root: &Path, run_dir: &Path, profile: &str) -> anyhow::Result<Self> {
+        Self::start_with(root, run_dir, profile, false, true)
+    }
+
+    /// [`Stack::start_with_profile`], with a real node (`crate::node`) when `node` is true, and without the
+    /// local `ksiam all` process when `local_ksiam` is false (ksiam then runs as Pods from the chart).
+    pub fn start_with(
+        root: &Path,
+        run_dir: &Path,
+        profile: &str,
+        node: bool,
+        local_ksiam: bool,
+    ) -> anyhow::Result<Self> {
+        if node {
+            crate::node::preflight()?;
+        }
         let bins = k8s_bin::ensure(root)?;
-        let ksiam_bin = build_ksiam(root, profile)?;
-        let mut cp = ControlPlane::start(&bins, run_dir)?;
+        let node_bins = node.then(|| k8s_bin::ensure_node(root)).transpose()?;
+        let ksiam_bin = if local_ksiam {
+            build_ksiam(root, profile)?
+        } else {
+            None
+        };
+        let lock = match &node_bins {
+            Some(b) => {
+                let lock = crate::node::NodeLock::acquire(&b.kube_proxy)?;
+                crate::node::prepare_network()?;
+                Some(lock)
+            }
+            None => None,
+        };
+        let options = crate::control_plane::Options {
+            node: node.then_some(crate::node::GATEWAY),
+        };
+        let mut cp = ControlPlane::start_with(&bins, run_dir, &options)?;
         bootstrap(root, &cp.kubectl())?;
+        let node = match (lock, &node_bins) {
+            (Some(lock), Some(b)) => Some(crate::node::Node::start(root, &cp, b, lock)?),
+            _ => None,
+        };
         let ksiam = match ksiam_bin {
             Some(bin) => Some(start_ksiam(&mut cp, &bin)?),
+            None if !local_ksiam => None,
             None => {
                 say("ksiam all: not built yet (no `ksiam` binary with an `all` subcommand)");
                 None
             }
         };
-        Ok(Self { cp, ksiam })
+        Ok(Self { node, cp, ksiam })
     }
 
     /// The environment a user or a test needs to reach the stack, as `(name, value)` pairs.
@@ -84,6 +122,10 @@ impl Stack {
             ("KUBECONFIG", self.cp.kubeconfig.display().to_string()),
             ("KSIAM_KUBECTL", self.cp.kubectl.display().to_string()),
         ];
+        if self.node.is_some() {
+            env.push(("KSIAM_NODE", crate::node::NODE_NAME.to_owned()));
+            env.push(("KSIAM_NODE_TEST_IMAGE", crate::node::BUSYBOX_IMAGE.to_owned()));
+        }
         if let Some(k) = &self.ksiam {
             env.push(("KSIAM_GATEWAY", k.gateway.clone()));
             env.push(("KSIAM_JWT_SECRET_FILE", k.jwt_secret_file.display().to_string()));
@@ -391,8 +433,8 @@ fn up_dir(root: &Path) -> PathBuf {
     root.join("target").join("ksiam-up")
 }
 
-/// `cargo xtask up [--detach]`.
-pub fn up(root: &Path, detach: bool) -> anyhow::Result<()> {
+/// `cargo xtask up [--detach] [--node]`.
+pub fn up(root: &Path, detach: bool, node: bool) -> anyhow::Result<()> {
     install_signal_handler()?;
     let dir = up_dir(root);
     let state = dir.join("state.json");
@@ -402,7 +444,7 @@ pub fn up(root: &Path, detach: bool) -> anyhow::Result<()> {
     }
     clean_run_dir(&dir, false)?;
 
-    let stack = Stack::start(root, &dir)?;
+    let stack = Stack::start_with(root, &dir, "dev", node, true)?;
     let env_file = dir.join("env");
     let mut env: String = stack
         .env()
@@ -431,7 +473,10 @@ pub fn up(root: &Path, detach: bool) -> anyhow::Result<()> {
 
     if detach {
         println!("Stop it with `cargo xtask down`.");
-        let Stack { cp, .. } = stack;
+        let Stack { cp, node, .. } = stack;
+        if let Some(node) = node {
+            node.detach();
+        }
         cp.procs.detach();
         return Ok(());
     }
@@ -439,7 +484,8 @@ pub fn up(root: &Path, detach: bool) -> anyhow::Result<()> {
     let mut stack = stack;
     loop {
         sleep(Duration::from_secs(2));
-        if let Err(e) = stack.cp.procs.check_running() {
+        let node = stack.node.as_mut().map_or(Ok(()), |n| n.procs.check_running());
+        if let Err(e) = node.and_then(|()| stack.cp.procs.check_running()) {
             let _ = fs::remove_file(&env_file);
             return Err(e);
         }
@@ -448,6 +494,7 @@ pub fn up(root: &Path, detach: bool) -> anyhow::Result<()> {
 
 /// `cargo xtask down`: stops what `up --detach` started, by recorded pid, and removes its state.
 pub fn down(root: &Path) -> anyhow::Result<()> {
+    crate::node::down(root)?;
     let dir = up_dir(root);
     let state = dir.join("state.json");
     if !state.exists() {

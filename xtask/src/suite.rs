@@ -18,15 +18,18 @@ pub enum Backend {
     Local,
     /// A kind cluster with ksiam deployed as images (needs Docker and kind).
     Kind,
+    /// The local control plane plus a real node (containerd, kubelet, kube-proxy, CoreDNS): the tests that
+    /// need running Pods (`tests/tests/node.rs`). Needs root and cgroups.
+    Node,
 }
 
 type StepFn<'a> = Box<dyn FnOnce() -> anyhow::Result<()> + 'a>;
 
 /// `cargo xtask test`: every step runs, even after a failure, so one CI run reports everything.
-pub fn test(root: &Path) -> anyhow::Result<()> {
+pub fn test(root: &Path, node: bool) -> anyhow::Result<()> {
     install_signal_handler()?;
     crate::stack::build_without_incremental();
-    let steps: Vec<(&str, StepFn<'_>)> = vec![
+    let mut steps: Vec<(&str, StepFn<'_>)> = vec![
         (
             "cargo fmt --all -- --check",
             Box::new(|| run_inherit(&mut cargo_cmd(root, &["fmt", "--all", "--", "--check"]))),
@@ -43,6 +46,10 @@ pub fn test(root: &Path) -> anyhow::Result<()> {
         (
             "cargo xtask codegen --check",
             Box::new(|| crate::codegen::run(root, true)),
+        ),
+        (
+            "cargo xtask chart (helm lint, helm template golden files)",
+            Box::new(|| crate::chart::run_cli(root, false)),
         ),
         (
             "cargo test --workspace --exclude ksiam-e2e",
@@ -62,6 +69,14 @@ pub fn test(root: &Path) -> anyhow::Result<()> {
             Box::new(|| e2e_local(root, &[])),
         ),
     ];
+    if node {
+        steps.push((
+            "cargo xtask e2e --backend node (leave it out with --no-node)",
+            Box::new(|| e2e_node(root, &[])),
+        ));
+    } else {
+        say("leaving out the node backend (--no-node)");
+    }
     let total = steps.len();
     let mut results = Vec::new();
     for (i, (name, step)) in steps.into_iter().enumerate() {
@@ -101,8 +116,12 @@ pub fn e2e(root: &Path, backend: Backend, args: &[String]) -> anyhow::Result<()>
     match backend {
         Backend::Local => e2e_local(root, args),
         Backend::Kind => crate::kind::e2e(root, args),
+        Backend::Node => e2e_node(root, args),
     }
 }
+
+/// Test names containing this run only on the node backend.
+const NODE_TESTS: &str = "on_the_node";
 
 fn cargo_cmd(root: &Path, args: &[&str]) -> Command {
     let mut cmd = crate::stack::cargo_command();
@@ -122,6 +141,58 @@ pub fn e2e_test_cmd(root: &Path, args: &[String]) -> Command {
     }
     cmd.args(args);
     cmd
+}
+
+/// The node-only tests against a fresh control plane with a real node, always torn down afterwards.
+fn e2e_node(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    install_signal_handler()?;
+    crate::node::preflight()?;
+    let start = Instant::now();
+    let runs = root.join("target").join("e2e");
+    clean_stale_runs(&runs)?;
+    let step = Step::start("cargo test -p ksiam-e2e --no-run");
+    run_inherit(&mut cargo_cmd(root, &["test", "-p", "ksiam-e2e", "--no-run"]))?;
+    step.done();
+
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let run_dir = runs.join(format!("node-{epoch}-{}", std::process::id()));
+    let mut stack = Stack::start_with(root, &run_dir, "dev", true, true)?;
+    let run_dir = stack.cp.run_dir.clone();
+
+    let step = Step::start("cargo test -p ksiam-e2e (node tests)");
+    let mut filtered: Vec<String> = args.to_vec();
+    if !args.iter().any(|a| !a.starts_with('-')) {
+        filtered.push(NODE_TESTS.to_owned());
+    }
+    let mut cmd = e2e_test_cmd(root, &filtered);
+    cmd.envs(stack.env())
+        .env("KSIAM_E2E", "1")
+        .env("KSIAM_E2E_BACKEND", "node")
+        .env("KSIAM_NODE_TEST_IMAGE", crate::node::BUSYBOX_IMAGE)
+        .env("KSIAM_E2E_RUN_DIR", &run_dir);
+    let tests = process::run_with_deadline(&mut cmd, e2e_timeout()?);
+    step.done();
+    let health = stack
+        .node
+        .as_mut()
+        .map_or(Ok(()), |n| n.procs.check_running())
+        .and_then(|()| stack.cp.procs.check_running());
+    drop(stack);
+    let outcome = tests.and(health);
+    match &outcome {
+        Ok(()) => fs::remove_dir_all(&run_dir)?,
+        Err(_) => {
+            let _ = fs::remove_dir_all(run_dir.join("etcd"));
+            say(format!("e2e failed: logs kept in {}", run_dir.display()));
+        }
+    }
+    say(format!(
+        "e2e (node) wall time: {:.1}s",
+        start.elapsed().as_secs_f64()
+    ));
+    outcome
 }
 
 /// The e2e suite against a fresh local control plane, which is always stopped afterwards.
@@ -148,7 +219,10 @@ fn e2e_local(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let run_dir = stack.cp.run_dir.clone();
 
     let step = Step::start("cargo test -p ksiam-e2e");
-    let mut cmd = e2e_test_cmd(root, args);
+    // The node's tests need running Pods: `--backend node` runs them.
+    let mut args = args.to_vec();
+    args.extend(["--skip".to_owned(), NODE_TESTS.to_owned()]);
+    let mut cmd = e2e_test_cmd(root, &args);
     let target = crate::stack::cargo_target_dir(root);
     cmd.envs(stack.env())
         .env(

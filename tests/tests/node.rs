@@ -1,0 +1,167 @@
+//! Seed §1.2 with real Pods: the kubelet mounts a KubeSphere ServiceAccount's token file into the container.
+//!
+//! These tests need the node (`cargo xtask e2e --backend node`, or `cargo xtask up --node`): a kubelet with
+//! containerd and the locally built test image. `cargo xtask e2e --backend local` leaves them out by name
+//! (`--skip on_the_node`); run anywhere else they fail and say why.
+
+use std::time::Duration;
+
+use ksiam_e2e::{
+    SEED_POD, SEED_SERVICE_ACCOUNT, TestNamespace, get_json, kubectl, kubectl_with_stdin, poll, secret_token,
+    token_secret_name,
+};
+
+/// Where the injected volume puts the token (spec §7.1).
+const TOKEN_PATH: &str = "/var/run/secrets/kubesphere.io/serviceaccount/token";
+
+/// The image test Pods run (Debian's static busybox, imported into the node by xtask).
+fn test_image() -> String {
+    std::env::var("KSIAM_NODE_TEST_IMAGE").unwrap_or_else(|_| {
+        panic!(
+            "KSIAM_NODE_TEST_IMAGE is not set: these tests need a node with the test image; run them with \
+             `cargo xtask e2e --backend node` (root, cgroups)"
+        )
+    })
+}
+
+/// Parses a seed manifest and moves it into `ns`.
+fn seed_object(yaml: &str, ns: &str) -> anyhow::Result<serde_json::Value> {
+    let mut obj: serde_json::Value = serde_yaml::from_str(yaml)?;
+    obj["metadata"]["namespace"] = ns.into();
+    Ok(obj)
+}
+
+/// The seed's container, with the one change a machine without a registry needs: the local test image
+/// instead of `nginx`, running a shell that sleeps (and the restricted security context).
+fn runnable(container: &mut serde_json::Value) {
+    container["image"] = test_image().into();
+    container["command"] = serde_json::json!(["/bin/busybox", "sleep", "3600"]);
+    container["securityContext"] = serde_json::json!({
+        "runAsNonRoot": true,
+        "runAsUser": 65532,
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    });
+}
+
+/// Waits until Pod `ns/name` is Running and Ready.
+fn wait_running(ns: &str, name: &str) -> anyhow::Result<()> {
+    poll(
+        &format!("Pod {ns}/{name} to be Ready"),
+        Duration::from_secs(120),
+        || {
+            let pod = get_json(&["pod", name, "-n", ns])?;
+            let ready = pod["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            Ok(ready.then_some(()))
+        },
+    )
+}
+
+/// `kubectl exec <pod> -- cat <TOKEN_PATH>`.
+fn token_in(ns: &str, pod: &str) -> anyhow::Result<String> {
+    kubectl(&["exec", "-n", ns, pod, "--", "/bin/busybox", "cat", TOKEN_PATH])
+}
+
+fn sample_service_account(ns: &str) -> anyhow::Result<String> {
+    let sa = seed_object(SEED_SERVICE_ACCOUNT, ns)?;
+    kubectl_with_stdin(&["apply", "-f", "-"], &sa.to_string())?;
+    let secret = token_secret_name(ns, "sample")?;
+    secret_token(ns, &secret)
+}
+
+#[test]
+fn on_the_node_the_seed_pod_runs_with_the_service_accounts_token_file() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("node-seed-pod")?;
+    let token = sample_service_account(ns.name())?;
+
+    let mut pod = seed_object(SEED_POD, ns.name())?;
+    runnable(&mut pod["spec"]["containers"][0]);
+    kubectl_with_stdin(&["apply", "-f", "-"], &pod.to_string())?;
+    wait_running(ns.name(), "sample-pod")?;
+
+    // The kubelet mounted the injected projected volume: the file is the ServiceAccount's token.
+    assert_eq!(token_in(ns.name(), "sample-pod")?, token);
+    let mounted = get_json(&["pod", "sample-pod", "-n", ns.name()])?;
+    let mounts = mounted["spec"]["containers"][0]["volumeMounts"].to_string();
+    assert!(
+        mounts.contains("/var/run/secrets/kubesphere.io/serviceaccount"),
+        "{mounts}"
+    );
+    Ok(())
+}
+
+#[test]
+fn on_the_node_the_seed_deployment_runs_with_the_service_accounts_token_file() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("node-seed-deploy")?;
+    let token = sample_service_account(ns.name())?;
+
+    let mut deployment = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "sample-deploy", "namespace": ns.name()},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "sample-deploy"}},
+            "template": {
+                "metadata": {
+                    "annotations": {
+                        "kubesphere.io/creator": "admin",
+                        "kubesphere.io/imagepullsecrets": "{}",
+                        "kubesphere.io/serviceaccount-name": "sample",
+                    },
+                    "labels": {"app": "sample-deploy"},
+                },
+                "spec": {"containers": [{
+                    "name": "nginx",
+                    "image": "nginx",
+                    "imagePullPolicy": "IfNotPresent",
+                    "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                }]},
+            },
+        },
+    });
+    runnable(&mut deployment["spec"]["template"]["spec"]["containers"][0]);
+    kubectl_with_stdin(&["apply", "-f", "-"], &deployment.to_string())?;
+    kubectl(&[
+        "rollout",
+        "status",
+        "deployment/sample-deploy",
+        "-n",
+        ns.name(),
+        "--timeout=120s",
+    ])?;
+    let pod = kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        ns.name(),
+        "-l",
+        "app=sample-deploy",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ])?;
+    assert_eq!(token_in(ns.name(), &pod)?, token);
+    Ok(())
+}
+
+#[test]
+fn on_the_node_a_pod_without_the_annotation_gets_no_kubesphere_token() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("node-plain-pod")?;
+    sample_service_account(ns.name())?;
+    let mut pod = seed_object(SEED_POD, ns.name())?;
+    pod["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("the seed Pod has annotations")
+        .remove("kubesphere.io/serviceaccount-name");
+    runnable(&mut pod["spec"]["containers"][0]);
+    kubectl_with_stdin(&["apply", "-f", "-"], &pod.to_string())?;
+    wait_running(ns.name(), "sample-pod")?;
+    let err = token_in(ns.name(), "sample-pod").expect_err("no token file without the annotation");
+    assert!(format!("{err:#}").contains("No such file"), "{err:#}");
+    Ok(())
+}
