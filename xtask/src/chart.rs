@@ -98,10 +98,11 @@ pub fn golden(helm: &Path, root: &Path, bless: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `helm template ksiam deploy/helm/ksiam -n kubesphere-system --include-crds=false --set ...`.
+/// `helm template ksiam deploy/helm/ksiam -n kubesphere-system --kube-version <ours> --set ...`.
 pub fn render(helm: &Path, root: &Path, values: &[&str]) -> anyhow::Result<String> {
     let mut cmd = Command::new(helm);
     cmd.args(["template", "ksiam", "--namespace", "kubesphere-system"])
+        .arg(format!("--kube-version={}", k8s_bin::KUBE_VERSION))
         .arg(chart_dir(root));
     for v in values {
         cmd.args(["--set", v]);
