@@ -165,3 +165,110 @@ fn on_the_node_a_pod_without_the_annotation_gets_no_kubesphere_token() -> anyhow
     assert!(format!("{err:#}").contains("No such file"), "{err:#}");
     Ok(())
 }
+
+/// The SDK example's image (seed §1.3 in Rust, static, imported by xtask).
+fn sdk_image() -> String {
+    std::env::var("KSIAM_NODE_SDK_IMAGE").unwrap_or_else(|_| {
+        panic!(
+            "KSIAM_NODE_SDK_IMAGE is not set: this test needs ksiam installed from the chart on the node; run \
+             it with `cargo xtask e2e --backend node`"
+        )
+    })
+}
+
+/// Runs the SDK example once in a Pod that carries the seed's annotation (nothing but its in-cluster
+/// configuration: the injected token file and the default host ks-apiserver.kubesphere-system:80), and
+/// returns what it printed.
+fn run_sdk_pod(ns: &str, name: &str) -> anyhow::Result<String> {
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "annotations": {"kubesphere.io/serviceaccount-name": "sample"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "list-clusters",
+                "image": sdk_image(),
+                "imagePullPolicy": "IfNotPresent",
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "readOnlyRootFilesystem": true,
+                    "allowPrivilegeEscalation": false,
+                    "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+            }],
+        },
+    });
+    kubectl_with_stdin(&["apply", "-f", "-"], &pod.to_string())?;
+    poll(
+        &format!("Pod {ns}/{name} to finish"),
+        Duration::from_secs(120),
+        || {
+            let phase = kubectl(&["get", "pod", name, "-n", ns, "-o", "jsonpath={.status.phase}"])?;
+            Ok(matches!(phase.as_str(), "Succeeded" | "Failed").then_some(()))
+        },
+    )?;
+    let out = kubectl(&["logs", name, "-n", ns])?;
+    kubectl(&["delete", "pod", name, "-n", ns, "--wait=false"])?;
+    Ok(out)
+}
+
+/// Deletes a cluster-scoped object when dropped.
+struct DeleteOnDrop(&'static str, String);
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", self.0, &self.1, "--ignore-not-found", "--wait=false"]);
+    }
+}
+
+#[test]
+fn on_the_node_the_sdk_in_a_pod_prints_the_seeds_403_then_lists_clusters_after_the_binding()
+-> anyhow::Result<()> {
+    let ns = TestNamespace::create("node-sdk")?;
+    sample_service_account(ns.name())?;
+
+    // Seed §1.3: able to reach ks-apiserver (CoreDNS, kube-proxy), but forbidden.
+    let out = run_sdk_pod(ns.name(), "sdk-forbidden")?;
+    let user = format!("kubesphere:serviceaccount:{}:sample", ns.name());
+    assert!(
+        out.contains(&format!(
+            r#"clusters.tenant.kubesphere.io is forbidden: User "{user}" cannot list resource "clusters" in API group "tenant.kubesphere.io" at the cluster scope"#
+        )),
+        "SDK example in a Pod: {out}"
+    );
+
+    // Seed §1.4: the GlobalRoleBinding (for this namespace's ServiceAccount), then the list.
+    let binding = format!("sample-platform-admin-{}", ns.name());
+    let _cleanup = DeleteOnDrop("globalrolebinding", binding.clone());
+    let grb = serde_json::json!({
+        "apiVersion": "iam.kubesphere.io/v1beta1",
+        "kind": "GlobalRoleBinding",
+        "metadata": {"name": binding, "labels": {"iam.kubesphere.io/role-ref": "platform-admin"}},
+        "roleRef": {"apiGroup": "iam.kubesphere.io", "kind": "GlobalRole", "name": "platform-admin"},
+        "subjects": [{
+            "apiGroup": "kubesphere.io",
+            "kind": "ServiceAccount",
+            "name": "sample",
+            "namespace": ns.name(),
+        }],
+    });
+    kubectl_with_stdin(&["apply", "-f", "-"], &grb.to_string())?;
+    let mut attempt = 0;
+    let listed = poll(
+        "the SDK in a Pod to list clusters",
+        Duration::from_secs(90),
+        || {
+            attempt += 1;
+            let out = run_sdk_pod(ns.name(), &format!("sdk-allowed-{attempt}"))?;
+            Ok((out.contains("\"totalItems\"") && out.contains("\"host\"")).then_some(out))
+        },
+    )?;
+    assert!(listed.contains("\"items\""), "{listed}");
+    Ok(())
+}

@@ -109,3 +109,38 @@ pub fn render(helm: &Path, root: &Path, values: &[&str]) -> anyhow::Result<Strin
     }
     run(&mut cmd)
 }
+
+/// `helm upgrade --install ksiam deploy/helm/ksiam -n kubesphere-system --wait` against `kubeconfig`, with
+/// helm's own state under `run_dir/helm`.
+pub fn install(
+    helm: &Path,
+    root: &Path,
+    kubeconfig: &Path,
+    run_dir: &Path,
+    values: &[&str],
+) -> anyhow::Result<()> {
+    let step = Step::start("helm upgrade --install ksiam deploy/helm/ksiam -n kubesphere-system --wait");
+    let home = run_dir.join("helm");
+    let mut cmd = Command::new(helm);
+    cmd.args([
+        "upgrade",
+        "--install",
+        "ksiam",
+        "--namespace",
+        "kubesphere-system",
+        "--create-namespace",
+    ])
+    .args(["--wait", "--timeout=5m"])
+    .arg(chart_dir(root))
+    .env("KUBECONFIG", kubeconfig)
+    .env("HELM_CACHE_HOME", home.join("cache"))
+    .env("HELM_CONFIG_HOME", home.join("config"))
+    .env("HELM_DATA_HOME", home.join("data"));
+    for v in values {
+        cmd.args(["--set", v]);
+    }
+    let out = run(&mut cmd)?;
+    say(out.lines().take(6).collect::<Vec<_>>().join("\n"));
+    step.done();
+    Ok(())
+}

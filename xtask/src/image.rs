@@ -307,8 +307,14 @@ pub fn build_static(root: &Path, args: &[&str], artifact: &str) -> anyhow::Resul
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// Builds the ksiam image archive into `target/images/ksiam.tar`.
+///
+/// `KSIAM_IMAGE_BIN=<path>` packs that binary instead of the static release build (a development shortcut:
+/// a dynamically linked binary gets the shared libraries `ldd` names in the layer).
 pub fn build_ksiam_image(root: &Path) -> anyhow::Result<Written> {
-    let bin = build_static_ksiam(root)?;
+    let bin = match std::env::var_os("KSIAM_IMAGE_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build_static_ksiam(root)?,
+    };
     let name = ksiam_image_name(root)?;
     let step = Step::start(format!("image {name}"));
     let image = Image {
@@ -328,12 +334,16 @@ pub fn build_ksiam_image(root: &Path) -> anyhow::Result<Written> {
 pub const SDK_EXAMPLE_IMAGE: &str = "localhost/ksiam/list-clusters:dev";
 
 /// Builds the static `list_clusters` example and packs it into `target/images/list-clusters.tar`.
+/// `KSIAM_SDK_IMAGE_BIN=<path>` packs that binary instead (see [`build_ksiam_image`]).
 pub fn build_sdk_example_image(root: &Path) -> anyhow::Result<Written> {
-    let bin = build_static(
-        root,
-        &["-p", "kubesphere-client", "--example", "list_clusters"],
-        "list_clusters",
-    )?;
+    let bin = match std::env::var_os("KSIAM_SDK_IMAGE_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build_static(
+            root,
+            &["-p", "kubesphere-client", "--example", "list_clusters"],
+            "list_clusters",
+        )?,
+    };
     let image = Image {
         name: SDK_EXAMPLE_IMAGE.into(),
         entrypoint: vec!["/list_clusters".into()],
@@ -378,12 +388,52 @@ pub fn static_program_entries(path_in_image: &str, bin: &Path) -> anyhow::Result
             data: fs::read(roots)?,
         });
     }
+    entries.extend(shared_libraries(bin)?);
     entries.push(Entry::File {
         path: path_in_image.trim_start_matches('/').into(),
         mode: 0o755,
         data: fs::read(bin).with_context(|| format!("reading {}", bin.display()))?,
     });
     Ok(entries)
+}
+
+/// The shared libraries a dynamically linked program loads (none for a static one), at their paths.
+fn shared_libraries(bin: &Path) -> anyhow::Result<Vec<Entry>> {
+    let out = Command::new("ldd").arg(bin).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut entries = Vec::new();
+    let mut dirs = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or `/lib64/ld-linux-x86-64.so.2 (0x...)`.
+        let path = line
+            .split_once("=>")
+            .map_or(line, |(_, to)| to)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default();
+        if !path.starts_with('/') {
+            continue;
+        }
+        let path = Path::new(path);
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| *d != Path::new("/")) {
+            dirs.insert(d.to_owned());
+            dir = d.parent();
+        }
+        entries.push(Entry::File {
+            path: path.display().to_string().trim_start_matches('/').to_owned(),
+            mode: 0o755,
+            data: fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        });
+    }
+    let mut all: Vec<Entry> = dirs
+        .into_iter()
+        .map(|d| Entry::Dir {
+            path: d.display().to_string().trim_start_matches('/').to_owned(),
+        })
+        .collect();
+    all.extend(entries);
+    Ok(all)
 }
 
 /// `target/images/`.

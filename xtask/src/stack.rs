@@ -100,7 +100,7 @@ impl Stack {
             node: node.then_some(crate::node::GATEWAY),
         };
         let mut cp = ControlPlane::start_with(&bins, run_dir, &options)?;
-        bootstrap(root, &cp.kubectl())?;
+        bootstrap_with(root, &cp.kubectl(), local_ksiam)?;
         let node = match (lock, &node_bins) {
             (Some(lock), Some(b)) => Some(crate::node::Node::start(root, &cp, b, lock)?),
             _ => None,
@@ -164,6 +164,12 @@ impl Stack {
 
 /// Applies what KubeSphere has in every cluster before its own controllers start.
 pub fn bootstrap(root: &Path, kubectl: &Kubectl) -> anyhow::Result<()> {
+    bootstrap_with(root, kubectl, true)
+}
+
+/// [`bootstrap`]; without ksiam's own identity (`deploy/rbac/ksiam.yaml`) when `ksiam_identity` is false (the
+/// Helm chart then brings its ClusterRole).
+pub fn bootstrap_with(root: &Path, kubectl: &Kubectl, ksiam_identity: bool) -> anyhow::Result<()> {
     let step = Step::start("bootstrap: CRDs, built-in roles, system namespaces and workspace");
     let crds = root.join("deploy").join("crds");
     if has_yaml(&crds)? {
@@ -190,7 +196,9 @@ pub fn bootstrap(root: &Path, kubectl: &Kubectl) -> anyhow::Result<()> {
     }
 
     let rbac = root.join("deploy").join("rbac").join("ksiam.yaml");
-    if rbac.is_file() {
+    if !ksiam_identity {
+        say("not applying deploy/rbac/ksiam.yaml: the chart brings ksiam's ClusterRole");
+    } else if rbac.is_file() {
         kubectl.run(&[
             "apply",
             "--server-side",

@@ -143,7 +143,8 @@ pub fn e2e_test_cmd(root: &Path, args: &[String]) -> Command {
     cmd
 }
 
-/// The node-only tests against a fresh control plane with a real node, always torn down afterwards.
+/// The node's tests against a fresh control plane with a real node and ksiam installed from the Helm chart
+/// (the images built here and imported into the node), always torn down afterwards.
 fn e2e_node(root: &Path, args: &[String]) -> anyhow::Result<()> {
     install_signal_handler()?;
     crate::node::preflight()?;
@@ -153,13 +154,19 @@ fn e2e_node(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let step = Step::start("cargo test -p ksiam-e2e --no-run");
     run_inherit(&mut cargo_cmd(root, &["test", "-p", "ksiam-e2e", "--no-run"]))?;
     step.done();
+    let ksiam_image = crate::image::build_ksiam_image(root)?;
+    let sdk_image = crate::image::build_sdk_example_image(root)?;
+    let helm = crate::k8s_bin::ensure_helm(root)?;
 
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let run_dir = runs.join(format!("node-{epoch}-{}", std::process::id()));
-    let mut stack = Stack::start_with(root, &run_dir, "dev", true, true)?;
+    let mut stack = Stack::start_with(root, &run_dir, "dev", true, false)?;
     let run_dir = stack.cp.run_dir.clone();
+    crate::node::import_image(&ksiam_image.path)?;
+    crate::node::import_image(&sdk_image.path)?;
+    crate::chart::install(&helm, root, &stack.cp.kubeconfig, &run_dir, &[])?;
 
     let step = Step::start("cargo test -p ksiam-e2e (node tests)");
     let mut filtered: Vec<String> = args.to_vec();
@@ -171,6 +178,7 @@ fn e2e_node(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .env("KSIAM_E2E", "1")
         .env("KSIAM_E2E_BACKEND", "node")
         .env("KSIAM_NODE_TEST_IMAGE", crate::node::BUSYBOX_IMAGE)
+        .env("KSIAM_NODE_SDK_IMAGE", crate::image::SDK_EXAMPLE_IMAGE)
         .env("KSIAM_E2E_RUN_DIR", &run_dir);
     let tests = process::run_with_deadline(&mut cmd, e2e_timeout()?);
     step.done();
@@ -179,6 +187,25 @@ fn e2e_node(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .as_mut()
         .map_or(Ok(()), |n| n.procs.check_running())
         .and_then(|()| stack.cp.procs.check_running());
+    if tests.is_err() {
+        // What ksiam's Pods said, next to the other logs.
+        for part in ["controller", "gateway", "webhook"] {
+            let logs = stack
+                .cp
+                .kubectl()
+                .run(&[
+                    "logs",
+                    "-n",
+                    "kubesphere-system",
+                    "deployment/ksiam",
+                    "-c",
+                    part,
+                    "--tail=200",
+                ])
+                .unwrap_or_default();
+            let _ = fs::write(run_dir.join(format!("pod-ksiam-{part}.log")), logs);
+        }
+    }
     drop(stack);
     let outcome = tests.and(health);
     match &outcome {
