@@ -272,3 +272,53 @@ fn on_the_node_the_sdk_in_a_pod_prints_the_seeds_403_then_lists_clusters_after_t
     assert!(listed.contains("\"items\""), "{listed}");
     Ok(())
 }
+
+/// The ClusterIP of `ks-apiserver` (as the seed's curl uses it).
+fn ks_apiserver_ip() -> anyhow::Result<String> {
+    kubectl(&[
+        "get",
+        "svc",
+        "ks-apiserver",
+        "-n",
+        "kubesphere-system",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])
+}
+
+/// From inside the Pod: `GET /kapis/tenant.kubesphere.io/v1beta1/clusters` on ks-apiserver with the mounted
+/// token (busybox wget; its error names the HTTP status).
+fn call_from_pod(ns: &str, pod: &str, ip: &str) -> String {
+    let script = format!(
+        "/bin/busybox wget -q -O- --header \"Authorization: Bearer $(/bin/busybox cat {TOKEN_PATH})\" \
+         http://{ip}/kapis/tenant.kubesphere.io/v1beta1/clusters"
+    );
+    match kubectl(&["exec", "-n", ns, pod, "--", "/bin/busybox", "sh", "-c", &script]) {
+        Ok(out) => out,
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn on_the_node_deleting_the_token_secret_makes_the_running_pods_next_call_401() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("node-revoke")?;
+    sample_service_account(ns.name())?;
+    let secret = token_secret_name(ns.name(), "sample")?;
+    let mut pod = seed_object(SEED_POD, ns.name())?;
+    runnable(&mut pod["spec"]["containers"][0]);
+    kubectl_with_stdin(&["apply", "-f", "-"], &pod.to_string())?;
+    wait_running(ns.name(), "sample-pod")?;
+    let ip = ks_apiserver_ip()?;
+
+    // Authenticated, not yet authorized: the seed's 403.
+    let before = call_from_pod(ns.name(), "sample-pod", &ip);
+    assert!(before.contains("403 Forbidden"), "{before}");
+
+    kubectl(&["delete", "secret", &secret, "-n", ns.name()])?;
+    let after = poll("the Pod's call to answer 401", Duration::from_secs(30), || {
+        let out = call_from_pod(ns.name(), "sample-pod", &ip);
+        Ok(out.contains("401 Unauthorized").then_some(out))
+    })?;
+    assert!(!after.contains("403"), "{after}");
+    Ok(())
+}

@@ -179,6 +179,8 @@ fn e2e_node(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .env("KSIAM_E2E_BACKEND", "node")
         .env("KSIAM_NODE_TEST_IMAGE", crate::node::BUSYBOX_IMAGE)
         .env("KSIAM_NODE_SDK_IMAGE", crate::image::SDK_EXAMPLE_IMAGE)
+        .env("KSIAM_HELM", &helm)
+        .env("KSIAM_CHART_DIR", crate::chart::chart_dir(root))
         .env("KSIAM_E2E_RUN_DIR", &run_dir);
     let tests = process::run_with_deadline(&mut cmd, e2e_timeout()?);
     step.done();
