@@ -322,3 +322,73 @@ fn on_the_node_deleting_the_token_secret_makes_the_running_pods_next_call_401() 
     assert!(!after.contains("403"), "{after}");
     Ok(())
 }
+
+/// Attack: a Pod reaches nothing outside this machine (the CNI gives it no default route, only the Pod and
+/// Service ranges). Without that guard the connection below leaves the machine.
+#[test]
+fn on_the_node_a_pod_has_no_route_out_of_the_machine() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("node-egress")?;
+    let mut pod = seed_object(SEED_POD, ns.name())?;
+    pod["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("the seed Pod has annotations")
+        .remove("kubesphere.io/serviceaccount-name");
+    runnable(&mut pod["spec"]["containers"][0]);
+    kubectl_with_stdin(&["apply", "-f", "-"], &pod.to_string())?;
+    wait_running(ns.name(), "sample-pod")?;
+    let routes = kubectl(&[
+        "exec",
+        "-n",
+        ns.name(),
+        "sample-pod",
+        "--",
+        "/bin/busybox",
+        "ip",
+        "route",
+    ])?;
+    assert!(!routes.contains("default"), "{routes}");
+    let out = match kubectl(&[
+        "exec",
+        "-n",
+        ns.name(),
+        "sample-pod",
+        "--",
+        "/bin/busybox",
+        "wget",
+        "-T",
+        "3",
+        "-q",
+        "-O-",
+        "http://1.1.1.1/",
+    ]) {
+        Ok(out) => out,
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        out.contains("unreachable"),
+        "a Pod reached outside the machine: {out}"
+    );
+    Ok(())
+}
+
+/// Attack: the kubelet's API (exec, logs, Pod list) on the node address answers only authenticated and
+/// authorized callers (webhook authentication and authorization, anonymous off). Without that guard an
+/// anonymous request lists the node's Pods.
+#[test]
+fn on_the_node_the_kubelet_api_refuses_anonymous_callers() -> anyhow::Result<()> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            "https://10.244.0.1:10250/pods",
+        ])
+        .output()?;
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(status.trim(), "401", "anonymous GET /pods on the kubelet");
+    Ok(())
+}
