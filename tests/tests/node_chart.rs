@@ -1,5 +1,6 @@
-//! The Helm chart's life cycle on the node: `helm upgrade` keeps every token valid, `helm uninstall` leaves no
-//! object of the chart behind.
+//! The Helm chart's life cycle on the node: ksiam's Pods deleted one by one (the leader first) during a burst of
+//! ServiceAccount creations lose nothing and admission keeps working (two replicas); `helm upgrade` keeps every
+//! token valid; `helm uninstall` leaves no object of the chart behind.
 //!
 //! One test in its own binary: cargo runs test binaries one after another, so the upgrade and the uninstall
 //! never disturb the other node tests (`node.rs`). Needs `cargo xtask e2e --backend node`, which installs the
@@ -74,9 +75,121 @@ fn secret_data(name: &str) -> anyhow::Result<String> {
     kubectl(&["get", "secret", name, "-n", NS, "-o", "jsonpath={.data}"])
 }
 
+/// The names of ksiam's Pods, the leader (the Lease holder) first.
+fn ksiam_pods_leader_first() -> anyhow::Result<Vec<String>> {
+    let holder = kubectl(&[
+        "get",
+        "lease",
+        "ksiam-controller",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])?;
+    let pods = kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        NS,
+        "-l",
+        "app.kubernetes.io/name=ksiam",
+        "--field-selector=status.phase=Running",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ])?;
+    let mut pods: Vec<String> = pods.split_whitespace().map(str::to_owned).collect();
+    pods.sort_by_key(|p| *p != holder);
+    Ok(pods)
+}
+
+/// A dry-run Pod carrying the seed's annotation: whether the webhook injected the token volume.
+fn admission_injects(ns: &str) -> anyhow::Result<bool> {
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "dry-",
+            "namespace": ns,
+            "annotations": {"kubesphere.io/serviceaccount-name": "sample"},
+        },
+        "spec": {"containers": [{"name": "c", "image": "localhost/none"}]},
+    });
+    let out = kubectl_with_stdin(
+        &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+        &pod.to_string(),
+    )?;
+    Ok(out.contains("/var/run/secrets/kubesphere.io/serviceaccount"))
+}
+
+fn faults_during_a_burst(ns: &str) -> anyhow::Result<()> {
+    const COUNT: usize = 40;
+    let pods = ksiam_pods_leader_first()?;
+    assert!(
+        pods.len() >= 2,
+        "the chart runs two replicas on the node backend: {pods:?}"
+    );
+    let burst_ns = ns.to_owned();
+    let burst = std::thread::spawn(move || -> anyhow::Result<()> {
+        for i in 0..COUNT {
+            let sa = serde_json::json!({
+                "apiVersion": "kubesphere.io/v1alpha1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": format!("burst-{i}"), "namespace": burst_ns},
+            });
+            kubectl_with_stdin(&["create", "-f", "-"], &sa.to_string())?;
+        }
+        Ok(())
+    });
+    for pod in &pods {
+        kubectl(&["delete", "pod", pod, "-n", NS, "--wait=false"])?;
+        // The other replica keeps admitting: the annotated Pod is injected (kube-apiserver may still pick
+        // the dying endpoint for a moment, so a few tries).
+        poll("admission with one replica gone", Duration::from_secs(10), || {
+            Ok(admission_injects(ns)?.then_some(()))
+        })?;
+        kubectl(&[
+            "rollout",
+            "status",
+            "deployment/ksiam",
+            "-n",
+            NS,
+            "--timeout=180s",
+        ])?;
+    }
+    burst.join().expect("the burst thread panicked")?;
+
+    // Nothing lost: one token Secret per ServiceAccount, each listed by its ServiceAccount; no orphan.
+    poll(
+        "one token Secret per ServiceAccount",
+        Duration::from_secs(120),
+        || {
+            let secrets = kubectl(&[
+                "get",
+                "secrets",
+                "-n",
+                ns,
+                "--field-selector=type=kubesphere.io/service-account-token",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.annotations.kubesphere\\.io/service-account\\.name}{\"\\n\"}{end}",
+            ])?;
+            let mut owners: Vec<&str> = secrets.lines().filter(|l| l.starts_with("burst-")).collect();
+            owners.sort_unstable();
+            let before = owners.len();
+            owners.dedup();
+            if before != owners.len() {
+                bail!("two token Secrets for one ServiceAccount: {secrets}");
+            }
+            Ok((owners.len() == COUNT).then_some(()))
+        },
+    )?;
+    for i in 0..COUNT {
+        token_secret_name(ns, &format!("burst-{i}"))?;
+    }
+    Ok(())
+}
+
 #[test]
-fn on_the_node_helm_upgrade_keeps_tokens_valid_and_uninstall_removes_the_charts_objects() -> anyhow::Result<()>
-{
+fn on_the_node_faults_upgrade_and_uninstall_of_the_chart() -> anyhow::Result<()> {
     let chart = std::env::var("KSIAM_CHART_DIR")
         .context("KSIAM_CHART_DIR is not set: run via `cargo xtask e2e --backend node`")?;
     let ns = TestNamespace::create("node-chart")?;
@@ -90,6 +203,8 @@ fn on_the_node_helm_upgrade_keeps_tokens_valid_and_uninstall_removes_the_charts_
     })?;
     let jwt = secret_data("ksiam-jwt")?;
     let tls = secret_data("ksiam-webhook-tls")?;
+
+    faults_during_a_burst(ns.name())?;
 
     // An upgrade that rolls every Pod (a new Pod annotation).
     helm(&[

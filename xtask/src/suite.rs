@@ -166,7 +166,8 @@ fn e2e_node(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let run_dir = stack.cp.run_dir.clone();
     crate::node::import_image(&ksiam_image.path)?;
     crate::node::import_image(&sdk_image.path)?;
-    crate::chart::install(&helm, root, &stack.cp.kubeconfig, &run_dir, &[])?;
+    // Two replicas: the fault test deletes them in turn and admission must keep working.
+    crate::chart::install(&helm, root, &stack.cp.kubeconfig, &run_dir, &["replicas=2"])?;
 
     let step = Step::start("cargo test -p ksiam-e2e (node tests)");
     let mut filtered: Vec<String> = args.to_vec();
