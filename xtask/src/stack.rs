@@ -163,6 +163,7 @@ impl Stack {
 }
 
 /// Applies what KubeSphere has in every cluster before its own controllers start.
+#[allow(dead_code)] // The entry point for callers that run `ksiam all` themselves.
 pub fn bootstrap(root: &Path, kubectl: &Kubectl) -> anyhow::Result<()> {
     bootstrap_with(root, kubectl, true)
 }
