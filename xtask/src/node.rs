@@ -80,6 +80,10 @@ fn runc_root() -> PathBuf {
 fn state_file() -> PathBuf {
     run_dir().join("state.json")
 }
+/// Present while a node runs detached (`up --node --detach`): its processes are then not leftovers.
+fn detached_marker() -> PathBuf {
+    run_dir().join("detached")
+}
 fn kubelet_root() -> PathBuf {
     Path::new(DATA).join("kubelet")
 }
@@ -176,10 +180,15 @@ impl NodeLock {
         fs::write(&path, std::process::id().to_string())?;
         let running = process::recorded_running(&state_file())?;
         if !running.is_empty() {
-            bail!(
-                "a node started by `cargo xtask up --node --detach` is still running (pids {running:?}); stop it \
-                 with `cargo xtask down`"
-            );
+            if detached_marker().exists() || process::owner_running(&state_file())? {
+                bail!(
+                    "a node started by `cargo xtask up --node --detach` is still running (pids {running:?}); \
+                     stop it with `cargo xtask down`"
+                );
+            }
+            say(format!(
+                "found the node of an xtask that died without stopping it (pids {running:?}): tearing it down"
+            ));
         }
         teardown(Some(kube_proxy));
         Ok(Self { _lock: lock })
@@ -350,6 +359,7 @@ impl Node {
     /// Leaves the node running after this xtask exits; `cargo xtask down` stops it.
     pub fn detach(mut self) {
         self.detached = true;
+        let _ = fs::write(detached_marker(), std::process::id().to_string());
         let procs = std::mem::replace(&mut self.procs, Supervisor::new(run_dir().join("detached.json")));
         procs.detach();
     }
@@ -802,6 +812,7 @@ pub fn teardown(kube_proxy: Option<&Path>) {
     for controller in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
         remove_cgroup_tree(&controller.path().join("kubepods"));
     }
+    let _ = fs::remove_file(detached_marker());
     // State that must not outlive the node; containerd's root (the imported images) stays.
     for dir in [
         kubelet_root(),
