@@ -391,3 +391,47 @@ fn on_the_node_the_kubelet_api_refuses_anonymous_callers() -> anyhow::Result<()>
     assert_eq!(status.trim(), "401", "anonymous GET /pods on the kubelet");
     Ok(())
 }
+
+/// Expiring tokens: the controller rewrites the token in the same Secret at 80% of its lifetime, the kubelet
+/// refreshes the mounted file, and the running Pod's next call uses the new token.
+#[test]
+fn on_the_node_the_kubelet_refreshes_the_token_file_after_the_controller_rotates_it() -> anyhow::Result<()> {
+    let ns = TestNamespace::create("node-rotate")?;
+    let mut sa = seed_object(SEED_SERVICE_ACCOUNT, ns.name())?;
+    sa["metadata"]["annotations"] = serde_json::json!({"ksiam.kubesphere.io/token-ttl-seconds": "60"});
+    kubectl_with_stdin(&["apply", "-f", "-"], &sa.to_string())?;
+    let secret = token_secret_name(ns.name(), "sample")?;
+    let first = secret_token(ns.name(), &secret)?;
+
+    let mut pod = seed_object(SEED_POD, ns.name())?;
+    runnable(&mut pod["spec"]["containers"][0]);
+    kubectl_with_stdin(&["apply", "-f", "-"], &pod.to_string())?;
+    wait_running(ns.name(), "sample-pod")?;
+    assert_eq!(token_in(ns.name(), "sample-pod")?, first);
+
+    // Rotation at 48 s, then the kubelet's next sync of the projected volume.
+    let second = poll(
+        "the mounted token file to change",
+        Duration::from_secs(120),
+        || {
+            let now = token_in(ns.name(), "sample-pod")?;
+            Ok((now != first).then_some(now))
+        },
+    )?;
+    assert_eq!(
+        second,
+        secret_token(ns.name(), &secret)?,
+        "the file holds the Secret's new token"
+    );
+    assert_eq!(
+        token_secret_name(ns.name(), "sample")?,
+        secret,
+        "rotation rewrites the same Secret"
+    );
+    let out = call_from_pod(ns.name(), "sample-pod", &ks_apiserver_ip()?);
+    assert!(
+        out.contains("403 Forbidden"),
+        "the new token authenticates: {out}"
+    );
+    Ok(())
+}

@@ -433,8 +433,7 @@ pub fn containerd_running() -> bool {
 
 /// `ctr -n k8s.io images import <archive>` into the node's containerd.
 pub fn import_image(archive: &Path) -> anyhow::Result<()> {
-    let out = run(ctr().args(["images", "import", "--no-unpack=false"]).arg(archive))
-        .or_else(|_| run(ctr().args(["images", "import"]).arg(archive)))?;
+    let out = run(ctr().args(["images", "import"]).arg(archive))?;
     say(format!("imported {}: {}", archive.display(), out.trim()));
     Ok(())
 }
