@@ -27,9 +27,9 @@ use crate::progress::Step;
 
 pub use crate::suite::Backend;
 
-/// `cargo xtask up [--detach] [--node]`.
-pub fn up(root: &Path, detach: bool, node: bool) -> anyhow::Result<()> {
-    crate::stack::up(root, detach, node)
+/// `cargo xtask up [--detach] [--node [--chart]]`.
+pub fn up(root: &Path, detach: bool, node: bool, chart: bool) -> anyhow::Result<()> {
+    crate::stack::up(root, detach, node, chart)
 }
 
 /// `cargo xtask down`.

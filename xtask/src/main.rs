@@ -48,6 +48,10 @@ enum Command {
         /// Also run a real node (containerd, kubelet, kube-proxy, kube-scheduler, CoreDNS); needs root.
         #[arg(long)]
         node: bool,
+        /// With --node: run ksiam as Pods installed from deploy/helm/ksiam (the image of `cargo xtask image`)
+        /// instead of a local `ksiam all`.
+        #[arg(long)]
+        chart: bool,
     },
     /// Build the ksiam image (static release binary on scratch) into target/images/ksiam.tar and import it
     /// into the node's containerd when a node runs.
@@ -111,7 +115,7 @@ fn main() -> anyhow::Result<()> {
     std::env::set_current_dir(&root)?;
     match cli.command {
         Command::Codegen { check } => codegen::run(&root, check),
-        Command::Up { detach, node } => control_plane::up(&root, detach, node),
+        Command::Up { detach, node, chart } => control_plane::up(&root, detach, node, chart),
         Command::Image { no_import } => image::run_cli(&root, !no_import),
         Command::Chart { bless } => chart::run_cli(&root, bless),
         Command::Down => control_plane::down(&root),

@@ -442,8 +442,8 @@ fn up_dir(root: &Path) -> PathBuf {
     root.join("target").join("ksiam-up")
 }
 
-/// `cargo xtask up [--detach] [--node]`.
-pub fn up(root: &Path, detach: bool, node: bool) -> anyhow::Result<()> {
+/// `cargo xtask up [--detach] [--node [--chart]]`.
+pub fn up(root: &Path, detach: bool, node: bool, chart: bool) -> anyhow::Result<()> {
     install_signal_handler()?;
     let dir = up_dir(root);
     let state = dir.join("state.json");
@@ -453,7 +453,24 @@ pub fn up(root: &Path, detach: bool, node: bool) -> anyhow::Result<()> {
     }
     clean_run_dir(&dir, false)?;
 
-    let stack = Stack::start_with(root, &dir, "dev", node, true)?;
+    if chart && !node {
+        bail!("--chart installs ksiam on the node: it needs --node");
+    }
+    // With --chart, ksiam runs as Pods from deploy/helm/ksiam (the static release image) instead of a local
+    // `ksiam all`.
+    let images = if chart {
+        Some((
+            crate::image::build_ksiam_image(root)?,
+            crate::k8s_bin::ensure_helm(root)?,
+        ))
+    } else {
+        None
+    };
+    let stack = Stack::start_with(root, &dir, "dev", node, !chart)?;
+    if let Some((image, helm)) = &images {
+        crate::node::import_image(&image.path)?;
+        crate::chart::install(helm, root, &stack.cp.kubeconfig, &stack.cp.run_dir, &[])?;
+    }
     let env_file = dir.join("env");
     let mut env: String = stack
         .env()
