@@ -43,8 +43,8 @@ pub fn test(root: &Path, node: bool) -> anyhow::Result<()> {
 }
 
 /// `cargo xtask e2e [--backend local|kind] [-- args]`.
-pub fn e2e(root: &Path, backend: Backend, args: &[String]) -> anyhow::Result<()> {
-    crate::suite::e2e(root, backend, args)
+pub fn e2e(root: &Path, backend: Backend, dev_images: bool, args: &[String]) -> anyhow::Result<()> {
+    crate::suite::e2e(root, backend, dev_images, args)
 }
 
 /// How the control plane is started.

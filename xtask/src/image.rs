@@ -22,7 +22,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
-use crate::process::{run, run_inherit};
+use crate::process::{self, run, run_inherit};
 use crate::progress::{Step, say};
 
 /// One entry of an image's only layer.
@@ -315,11 +315,50 @@ pub fn build_ksiam_image(root: &Path) -> anyhow::Result<Written> {
         Some(bin) => PathBuf::from(bin),
         None => build_static_ksiam(root)?,
     };
+    ksiam_image_from(root, &built)
+}
+
+/// Where the images' programs come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Programs {
+    /// The static release builds (`+crt-static`): what `cargo xtask image` ships.
+    StaticRelease,
+    /// The debug builds the e2e suite compiled anyway, with their shared libraries in the layer: no extra Rust
+    /// build (`cargo xtask test` uses these to stay inside CI's time).
+    Debug,
+}
+
+/// The ksiam and SDK-example image archives from `programs`.
+pub fn test_images(root: &Path, programs: Programs) -> anyhow::Result<(Written, Written)> {
+    match programs {
+        Programs::StaticRelease => Ok((build_ksiam_image(root)?, build_sdk_example_image(root)?)),
+        Programs::Debug => {
+            let step = Step::start(
+                "cargo build -p ksiam --bin ksiam; cargo build -p kubesphere-client --example list_clusters",
+            );
+            for args in [
+                &["build", "-p", "ksiam", "--bin", "ksiam"][..],
+                &["build", "-p", "kubesphere-client", "--example", "list_clusters"][..],
+            ] {
+                process::run_inherit(crate::stack::cargo_command().current_dir(root).args(args))?;
+            }
+            step.done();
+            let debug = crate::stack::cargo_target_dir(root).join("debug");
+            Ok((
+                ksiam_image_from(root, &debug.join("ksiam"))?,
+                sdk_example_image_from(root, &debug.join("examples").join("list_clusters"))?,
+            ))
+        }
+    }
+}
+
+/// Packs `built` (stripped) as the ksiam image into `target/images/ksiam.tar`.
+pub fn ksiam_image_from(root: &Path, built: &Path) -> anyhow::Result<Written> {
     // The symbol table is a quarter of the binary (39.9 → 30.1 MB); backtraces of a release build name no
     // source lines either way.
     let bin = images_dir(root).join("ksiam.stripped");
     fs::create_dir_all(images_dir(root))?;
-    fs::copy(&built, &bin).with_context(|| format!("copying {}", built.display()))?;
+    fs::copy(built, &bin).with_context(|| format!("copying {}", built.display()))?;
     run(Command::new("strip").arg(&bin))?;
     let name = ksiam_image_name(root)?;
     let step = Step::start(format!("image {name}"));
@@ -350,12 +389,17 @@ pub fn build_sdk_example_image(root: &Path) -> anyhow::Result<Written> {
             "list_clusters",
         )?,
     };
+    sdk_example_image_from(root, &bin)
+}
+
+/// Packs `bin` as the SDK example's image into `target/images/list-clusters.tar`.
+pub fn sdk_example_image_from(root: &Path, bin: &Path) -> anyhow::Result<Written> {
     let image = Image {
         name: SDK_EXAMPLE_IMAGE.into(),
         entrypoint: vec!["/list_clusters".into()],
         user: format!("{KSIAM_UID}:{KSIAM_UID}"),
         env: vec![],
-        entries: static_program_entries("/list_clusters", &bin)?,
+        entries: static_program_entries("/list_clusters", bin)?,
     };
     write_archive(&image, &images_dir(root).join("list-clusters.tar"))
 }

@@ -81,6 +81,10 @@ enum Command {
     E2e {
         #[arg(long, value_enum, default_value_t = control_plane::Backend::Local)]
         backend: control_plane::Backend,
+        /// `--backend node`: pack the debug builds (with their shared libraries) instead of the static release
+        /// builds (what `cargo xtask test` does, to stay inside CI's time).
+        #[arg(long)]
+        dev_images: bool,
         /// Extra arguments passed to the test binary (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -121,7 +125,11 @@ fn main() -> anyhow::Result<()> {
         Command::Down => control_plane::down(&root),
         Command::Test { no_node } => control_plane::test(&root, !no_node),
         Command::ClusterBench => cluster_bench::run(&root),
-        Command::E2e { backend, args } => control_plane::e2e(&root, backend, &args),
+        Command::E2e {
+            backend,
+            dev_images,
+            args,
+        } => control_plane::e2e(&root, backend, dev_images, &args),
         Command::Conformance { full } => conformance::run_cli(&root, full),
         Command::Differential { count, seed } => differential::run(
             &root,

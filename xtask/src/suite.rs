@@ -71,8 +71,8 @@ pub fn test(root: &Path, node: bool) -> anyhow::Result<()> {
     ];
     if node {
         steps.push((
-            "cargo xtask e2e --backend node (leave it out with --no-node)",
-            Box::new(|| e2e_node(root, &[])),
+            "cargo xtask e2e --backend node --dev-images (leave it out with --no-node)",
+            Box::new(|| e2e_node(root, &[], crate::image::Programs::Debug)),
         ));
     } else {
         say("leaving out the node backend (--no-node)");
@@ -112,11 +112,16 @@ pub fn test(root: &Path, node: bool) -> anyhow::Result<()> {
 }
 
 /// `cargo xtask e2e [--backend local|kind] [-- args]`.
-pub fn e2e(root: &Path, backend: Backend, args: &[String]) -> anyhow::Result<()> {
+pub fn e2e(root: &Path, backend: Backend, dev_images: bool, args: &[String]) -> anyhow::Result<()> {
+    let programs = if dev_images {
+        crate::image::Programs::Debug
+    } else {
+        crate::image::Programs::StaticRelease
+    };
     match backend {
         Backend::Local => e2e_local(root, args),
         Backend::Kind => crate::kind::e2e(root, args),
-        Backend::Node => e2e_node(root, args),
+        Backend::Node => e2e_node(root, args, programs),
     }
 }
 
@@ -145,7 +150,7 @@ pub fn e2e_test_cmd(root: &Path, args: &[String]) -> Command {
 
 /// The node's tests against a fresh control plane with a real node and ksiam installed from the Helm chart
 /// (the images built here and imported into the node), always torn down afterwards.
-fn e2e_node(root: &Path, args: &[String]) -> anyhow::Result<()> {
+fn e2e_node(root: &Path, args: &[String], programs: crate::image::Programs) -> anyhow::Result<()> {
     install_signal_handler()?;
     crate::node::preflight()?;
     let start = Instant::now();
@@ -154,8 +159,7 @@ fn e2e_node(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let step = Step::start("cargo test -p ksiam-e2e --no-run");
     run_inherit(&mut cargo_cmd(root, &["test", "-p", "ksiam-e2e", "--no-run"]))?;
     step.done();
-    let ksiam_image = crate::image::build_ksiam_image(root)?;
-    let sdk_image = crate::image::build_sdk_example_image(root)?;
+    let (ksiam_image, sdk_image) = crate::image::test_images(root, programs)?;
     let helm = crate::k8s_bin::ensure_helm(root)?;
 
     let epoch = std::time::SystemTime::now()
