@@ -262,7 +262,7 @@ fn on_the_node_faults_upgrade_and_uninstall_of_the_chart() -> anyhow::Result<()>
     helm(&["uninstall", "ksiam", "-n", NS, "--wait", "--timeout=5m"])?;
     let left = kubectl(&[
         "get",
-        "deployments,services,secrets,serviceaccounts,poddisruptionbudgets",
+        "deployments,services,secrets,serviceaccounts,poddisruptionbudgets,leases",
         "-n",
         NS,
         "-l",
