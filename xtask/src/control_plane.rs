@@ -27,9 +27,9 @@ use crate::progress::Step;
 
 pub use crate::suite::Backend;
 
-/// `cargo xtask up [--detach] [--with-kubesphere]`.
-pub fn up(root: &Path, detach: bool, with_kubesphere: bool) -> anyhow::Result<()> {
-    crate::stack::up(root, detach, with_kubesphere)
+/// `cargo xtask up [--detach] [--with-kubesphere] [--node [--chart]]`.
+pub fn up(root: &Path, detach: bool, with_kubesphere: bool, node: bool, chart: bool) -> anyhow::Result<()> {
+    crate::stack::up(root, detach, with_kubesphere, node, chart)
 }
 
 /// `cargo xtask down`.
@@ -38,13 +38,23 @@ pub fn down(root: &Path) -> anyhow::Result<()> {
 }
 
 /// `cargo xtask test`.
-pub fn test(root: &Path) -> anyhow::Result<()> {
-    crate::suite::test(root)
+pub fn test(root: &Path, node: bool) -> anyhow::Result<()> {
+    crate::suite::test(root, node)
 }
 
 /// `cargo xtask e2e [--backend local|kind] [-- args]`.
-pub fn e2e(root: &Path, backend: Backend, args: &[String]) -> anyhow::Result<()> {
-    crate::suite::e2e(root, backend, args)
+pub fn e2e(root: &Path, backend: Backend, dev_images: bool, args: &[String]) -> anyhow::Result<()> {
+    crate::suite::e2e(root, backend, dev_images, args)
+}
+
+/// How the control plane is started.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Serve a node (`cargo xtask up --node`): kube-apiserver binds and advertises this address (the node's
+    /// bridge, reachable from Pods) instead of loopback, authorizes kubelets (`Node`), runs the
+    /// ServiceAccount admission plugin (Pods get their projected token) and calls admission webhooks on Pod
+    /// IPs; the controller manager also runs the controllers Pods and Services need.
+    pub node: Option<std::net::Ipv4Addr>,
 }
 
 /// KCM controllers: enough for namespaces, ServiceAccounts, garbage collection, aggregated roles and Deployments
@@ -58,6 +68,15 @@ const CONTROLLERS: &[&str] = &[
     "clusterrole-aggregation-controller",
     "deployment-controller",
     "replicaset-controller",
+];
+
+/// Added with a node: Services' endpoints, PodDisruptionBudgets, orphaned Pods, and the node lifecycle (it
+/// lifts the `not-ready` taint a kubelet registers with).
+const NODE_CONTROLLERS: &[&str] = &[
+    "endpointslice-controller",
+    "node-lifecycle-controller",
+    "disruption-controller",
+    "pod-garbage-collector-controller",
 ];
 
 /// The gRPC PEM files of a control plane (see [`ControlPlane::grpc_pki`]).
@@ -93,6 +112,8 @@ pub struct ControlPlane {
     /// ksiam's own credentials (the user `ksiam`, bound to deploy/rbac/ksiam.yaml).
     pub ksiam_kubeconfig: PathBuf,
     pub kubectl: PathBuf,
+    /// The kubelet's kubeconfig (`system:node:<name>`, group `system:nodes`) when started for a node.
+    pub node_kubeconfig: Option<PathBuf>,
     pub procs: Supervisor,
 }
 
@@ -100,7 +121,13 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager in `run_dir` and waits until each is ready.
+    #[allow(dead_code)] // The stack starts through `start_with`; kept as the plain entry point.
     pub fn start(bins: &Binaries, run_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(bins, run_dir, &Options::default())
+    }
+
+    /// [`ControlPlane::start`] with `options`.
+    pub fn start_with(bins: &Binaries, run_dir: &Path, options: &Options) -> anyhow::Result<Self> {
         let step = Step::start(format!("control plane in {}", run_dir.display()));
         fs::create_dir_all(run_dir)?;
         let run_dir = run_dir.canonicalize()?;
@@ -112,12 +139,16 @@ impl ControlPlane {
         // ksiam's own identity: the user `ksiam`, no groups, granted deploy/rbac/ksiam.yaml (least
         // privilege: not cluster-admin).
         let ksiam_token = pki::random_hex(32)?;
-        pki::write_secret(
-            &tokens,
-            &format!(
-                "{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n{ksiam_token},{KSIAM_USER},{KSIAM_USER}\n"
-            ),
-        )?;
+        let mut token_lines = format!(
+            "{admin_token},{ADMIN_USER},{ADMIN_USER},\"system:masters\"\n{ksiam_token},{KSIAM_USER},{KSIAM_USER}\n"
+        );
+        // The kubelet's identity, for the Node authorizer and NodeRestriction.
+        let node_token = pki::random_hex(32)?;
+        let node_user = format!("system:node:{}", crate::node::NODE_NAME);
+        if options.node.is_some() {
+            token_lines += &format!("{node_token},{node_user},{node_user},\"system:nodes\"\n");
+        }
+        pki::write_secret(&tokens, &token_lines)?;
         pki::write_secret(&run_dir.join("admin-token"), &admin_token)?;
         let tls = probe::tls_trusting(pki.ca_der.clone())?;
 
@@ -179,37 +210,81 @@ impl ControlPlane {
         let authn_config = webhook_kubeconfig("authenticate")?;
         let authz_config = webhook_kubeconfig("authorize")?;
 
-        let api_addr = free_port()?;
+        let mut api_addr = free_port()?;
+        if let Some(ip) = options.node {
+            api_addr.set_ip(ip.into());
+        }
         let mut apiserver = Command::new(&bins.kube_apiserver);
         apiserver
             .arg(format!("--etcd-servers={etcd_url}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={}", api_addr.port()))
+            .arg(format!("--bind-address={}", api_addr.ip()))
+            .arg(format!("--secure-port={}", api_addr.port()));
+        match options.node {
             // A loopback advertise address needs the endpoint reconciler off (control-plane.md §3.2).
-            .args(["--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"])
+            None => apiserver.args(["--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]),
+            // The `kubernetes` Service points at the bridge address, which Pods reach.
+            Some(ip) => apiserver
+                .arg(format!("--advertise-address={ip}"))
+                .arg(format!(
+                    "--kubelet-client-certificate={}",
+                    pki.admin_crt.display()
+                ))
+                .arg(format!("--kubelet-client-key={}", pki.admin_key.display()))
+                .arg("--kubelet-preferred-address-types=InternalIP")
+                .arg("--enable-aggregator-routing=true"),
+        };
+        apiserver
             .arg(format!("--tls-cert-file={}", pki.apiserver_crt.display()))
             .arg(format!("--tls-private-key-file={}", pki.apiserver_key.display()))
             .arg(format!("--client-ca-file={}", pki.ca_crt.display()))
             .arg(format!("--token-auth-file={}", tokens.display()))
             .arg(format!("--service-account-issuer=https://{api_addr}"))
             .arg(format!("--service-account-key-file={}", pki.sa_pub.display()))
-            .arg(format!("--service-account-signing-key-file={}", pki.sa_key.display()))
-            .arg("--authorization-mode=RBAC,Webhook")
-            .arg(format!("--authorization-webhook-config-file={}", authz_config.display()))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                pki.sa_key.display()
+            ))
+            .arg(if options.node.is_some() {
+                "--authorization-mode=Node,RBAC,Webhook"
+            } else {
+                "--authorization-mode=RBAC,Webhook"
+            })
+            .arg(format!(
+                "--authorization-webhook-config-file={}",
+                authz_config.display()
+            ))
             .args([
                 "--authorization-webhook-version=v1",
                 "--authorization-webhook-cache-authorized-ttl=2s",
                 "--authorization-webhook-cache-unauthorized-ttl=1s",
             ])
-            .arg(format!("--authentication-token-webhook-config-file={}", authn_config.display()))
+            .arg(format!(
+                "--authentication-token-webhook-config-file={}",
+                authn_config.display()
+            ))
             .args([
                 "--authentication-token-webhook-version=v1",
                 "--authentication-token-webhook-cache-ttl=1s",
             ])
-            .arg("--enable-admission-plugins=NamespaceLifecycle,MutatingAdmissionWebhook,ValidatingAdmissionWebhook")
-            .arg(format!("--admission-control-config-file={}", admission_config.display()))
-            .arg("--disable-admission-plugins=ServiceAccount")
-            .args(["--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true"])
+            .arg(format!(
+                "--admission-control-config-file={}",
+                admission_config.display()
+            ));
+        if options.node.is_some() {
+            apiserver.arg(
+                "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,NodeRestriction,\
+                 MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
+            );
+        } else {
+            apiserver
+                .arg("--enable-admission-plugins=NamespaceLifecycle,MutatingAdmissionWebhook,ValidatingAdmissionWebhook")
+                .arg("--disable-admission-plugins=ServiceAccount");
+        }
+        apiserver
+            .args([
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+            ])
             .args(["--profiling=false", "--v=1"]);
         procs.spawn("kube-apiserver", apiserver, &run_dir.join("kube-apiserver.log"))?;
         procs.wait_ready("kube-apiserver", Duration::from_secs(120), || {
@@ -218,13 +293,28 @@ impl ControlPlane {
 
         let kubeconfig = run_dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, api_addr, &pki)?;
+        let node_kubeconfig = match options.node {
+            Some(_) => {
+                let path = run_dir.join("node.kubeconfig");
+                write_token_kubeconfig(&path, api_addr, &pki, &node_user, &node_token)?;
+                Some(path)
+            }
+            None => None,
+        };
         let ksiam_kubeconfig = run_dir.join("ksiam.kubeconfig");
         write_token_kubeconfig(&ksiam_kubeconfig, api_addr, &pki, KSIAM_USER, &ksiam_token)?;
 
         let mut kcm = Command::new(&bins.kube_controller_manager);
         kcm.arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg("--leader-elect=false")
-            .arg(format!("--controllers={}", CONTROLLERS.join(",")))
+            .arg(format!(
+                "--controllers={}",
+                if options.node.is_some() {
+                    [CONTROLLERS, NODE_CONTROLLERS].concat().join(",")
+                } else {
+                    CONTROLLERS.join(",")
+                }
+            ))
             .arg(format!(
                 "--service-account-private-key-file={}",
                 pki.sa_key.display()
@@ -262,6 +352,7 @@ impl ControlPlane {
             kubeconfig,
             ksiam_kubeconfig,
             kubectl: bins.kubectl.clone(),
+            node_kubeconfig,
             procs,
         })
     }

@@ -1,7 +1,9 @@
-//! kube-apiserver, kube-controller-manager, kubectl and etcd, built from the Go module proxy.
+//! kube-apiserver, kube-controller-manager, kubectl and etcd (the control plane), kubelet, kube-scheduler,
+//! kube-proxy and CoreDNS (the node) and helm, built from the Go module proxy.
 //!
 //! Where a binary comes from, first match wins:
-//! 1. `KSIAM_KUBE_APISERVER`, `KSIAM_KUBE_CONTROLLER_MANAGER`, `KSIAM_KUBECTL`, `KSIAM_ETCD`;
+//! 1. `KSIAM_KUBE_APISERVER`, `KSIAM_KUBE_CONTROLLER_MANAGER`, `KSIAM_KUBECTL`, `KSIAM_ETCD`, `KSIAM_KUBELET`,
+//!    `KSIAM_KUBE_SCHEDULER`, `KSIAM_KUBE_PROXY`, `KSIAM_COREDNS`, `KSIAM_HELM`;
 //! 2. `target/k8s-bin/v<version>/` (this checkout);
 //! 3. `${XDG_CACHE_HOME:-$HOME/.cache}/ksiam/k8s-bin/v<version>/` (copied into `target/`, so a fresh clone on
 //!    the same machine, as in CI, skips the Go build);
@@ -10,7 +12,11 @@
 //! `k8s.io/kubernetes` requires its staging modules at `v0.0.0` and points them at `./staging/src/...`; replaces
 //! of a dependency are ignored, so our module replaces each of them with its published `v0.<minor>.<patch>` tag.
 //! The list is read from the `go.mod` the proxy serves for the pinned version, never hard-coded.
-//! etcd gets its own module, so minimal version selection cannot move the API server's dependencies.
+//! etcd, CoreDNS and helm get a module each, so minimal version selection cannot move the API server's
+//! dependencies. CoreDNS and helm carry their version in the file name (`coredns-1.14.7`, `helm-3.21.4`).
+//!
+//! Measured on 2 cores with a warm Go build cache (after the control plane's build): kubelet 59 s,
+//! kube-scheduler 15 s, kube-proxy 33 s; cold figures are in docs/benchmarks.md.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,6 +33,10 @@ use crate::progress::{Step, say};
 pub const KUBE_VERSION: &str = "1.34.4";
 /// The etcd release kube-apiserver 1.34 is tested with (3.6.x).
 pub const ETCD_VERSION: &str = "3.6.16";
+/// CoreDNS for the node's cluster DNS (its `kubernetes` plugin, no `forward`).
+pub const COREDNS_VERSION: &str = "1.14.7";
+/// helm v3 (the chart is `apiVersion: v2`).
+pub const HELM_VERSION: &str = "3.21.4";
 
 /// Paths of the four programs.
 pub struct Binaries {
@@ -36,13 +46,35 @@ pub struct Binaries {
     pub etcd: PathBuf,
 }
 
+/// Paths of the node's programs.
+pub struct NodeBinaries {
+    pub kubelet: PathBuf,
+    pub kube_scheduler: PathBuf,
+    pub kube_proxy: PathBuf,
+    pub coredns: PathBuf,
+}
+
 #[derive(Clone, Copy)]
 enum Source {
     /// Built from `k8s.io/kubernetes/cmd/<name>`.
     Kubernetes,
     /// Built from `go.etcd.io/etcd/server/v3`.
     Etcd,
+    /// Built from `github.com/coredns/coredns`.
+    Coredns,
+    /// Built from `helm.sh/helm/v3/cmd/helm`.
+    Helm,
 }
+
+const NODE_PROGRAMS: [(&str, &str, Source); 4] = [
+    ("kubelet", "KSIAM_KUBELET", Source::Kubernetes),
+    ("kube-scheduler", "KSIAM_KUBE_SCHEDULER", Source::Kubernetes),
+    ("kube-proxy", "KSIAM_KUBE_PROXY", Source::Kubernetes),
+    (COREDNS_FILE, "KSIAM_COREDNS", Source::Coredns),
+];
+const COREDNS_FILE: &str = "coredns-1.14.7";
+const HELM_FILE: &str = "helm-3.21.4";
+const HELM_PROGRAMS: [(&str, &str, Source); 1] = [(HELM_FILE, "KSIAM_HELM", Source::Helm)];
 
 const PROGRAMS: [(&str, &str, Source); 4] = [
     ("kube-apiserver", "KSIAM_KUBE_APISERVER", Source::Kubernetes),
@@ -93,16 +125,57 @@ pub fn find_kubectl(root: &Path) -> Option<PathBuf> {
 
 /// Makes sure all four programs exist, building what is missing, and returns their paths.
 pub fn ensure(root: &Path) -> anyhow::Result<Binaries> {
-    let step = Step::start(format!(
-        "kubernetes v{KUBE_VERSION} + etcd v{ETCD_VERSION} binaries"
-    ));
+    let paths = ensure_programs(
+        root,
+        &PROGRAMS,
+        &format!("kubernetes v{KUBE_VERSION} + etcd v{ETCD_VERSION} binaries"),
+    )?;
+    let mut paths = paths.into_iter();
+    let mut next = || paths.next().expect("one path per program");
+    Ok(Binaries {
+        kube_apiserver: next(),
+        kube_controller_manager: next(),
+        kubectl: next(),
+        etcd: next(),
+    })
+}
+
+/// kubelet, kube-scheduler, kube-proxy and CoreDNS, built when missing.
+pub fn ensure_node(root: &Path) -> anyhow::Result<NodeBinaries> {
+    let paths = ensure_programs(
+        root,
+        &NODE_PROGRAMS,
+        &format!("node binaries (kubernetes v{KUBE_VERSION}, coredns v{COREDNS_VERSION})"),
+    )?;
+    let mut paths = paths.into_iter();
+    let mut next = || paths.next().expect("one path per program");
+    Ok(NodeBinaries {
+        kubelet: next(),
+        kube_scheduler: next(),
+        kube_proxy: next(),
+        coredns: next(),
+    })
+}
+
+/// helm, built when missing.
+pub fn ensure_helm(root: &Path) -> anyhow::Result<PathBuf> {
+    let mut paths = ensure_programs(root, &HELM_PROGRAMS, &format!("helm v{HELM_VERSION}"))?;
+    Ok(paths.remove(0))
+}
+
+fn ensure_programs(
+    root: &Path,
+    programs: &[(&str, &str, Source)],
+    title: &str,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let step = Step::start(title);
     let out = target_dir(root);
     fs::create_dir_all(&out)?;
     let cache = cache_dir();
 
     let mut paths = Vec::new();
     let mut missing = Vec::new();
-    for (name, var, source) in PROGRAMS {
+    for &(name, var, source) in programs {
         if let Some(p) = std::env::var_os(var).filter(|v| !v.is_empty()) {
             let p = PathBuf::from(p);
             if !p.is_file() {
@@ -128,7 +201,7 @@ pub fn ensure(root: &Path) -> anyhow::Result<Binaries> {
     if !missing.is_empty() {
         let names: Vec<&str> = missing.iter().map(|(n, _)| *n).collect();
         say(format!(
-            "building {} from the Go module proxy (a cold build takes 10-25 min on 2 cores)",
+            "building {} from the Go module proxy (minutes on 2 cores; see docs/benchmarks.md)",
             names.join(", ")
         ));
         let _lock = BuildLock::acquire(&root.join("target"))?;
@@ -139,7 +212,7 @@ pub fn ensure(root: &Path) -> anyhow::Result<Binaries> {
 
     // Keep a copy outside target/, so a fresh clone (CI) or `cargo clean` does not pay the Go build again.
     if let Some(cache) = &cache {
-        for (name, var, _) in PROGRAMS {
+        for &(name, var, _) in programs {
             let (built, cached) = (out.join(name), cache.join(name));
             if std::env::var_os(var).is_none() && built.is_file() && !cached.is_file() {
                 fs::create_dir_all(cache)?;
@@ -148,17 +221,8 @@ pub fn ensure(root: &Path) -> anyhow::Result<Binaries> {
             }
         }
     }
-
-    let mut paths = paths.into_iter();
-    let mut next = || paths.next().expect("one path per program");
-    let bins = Binaries {
-        kube_apiserver: next(),
-        kube_controller_manager: next(),
-        kubectl: next(),
-        etcd: next(),
-    };
     step.done();
-    Ok(bins)
+    Ok(paths)
 }
 
 /// Copies via a temporary file and a rename, so an interrupted copy never leaves a truncated binary.
@@ -195,6 +259,26 @@ fn go_build(root: &Path, out: &Path, missing: &[(&str, Source)]) -> anyhow::Resu
     }
     if missing.iter().any(|(_, s)| matches!(s, Source::Etcd)) {
         build_etcd(&root.join("target").join("etcd-build"), out)?;
+    }
+    if missing.iter().any(|(_, s)| matches!(s, Source::Coredns)) {
+        build_module(
+            &root.join("target").join("coredns-build"),
+            out,
+            COREDNS_FILE,
+            "github.com/coredns/coredns",
+            COREDNS_VERSION,
+            "-s -w",
+        )?;
+    }
+    if missing.iter().any(|(_, s)| matches!(s, Source::Helm)) {
+        build_module(
+            &root.join("target").join("helm-build"),
+            out,
+            HELM_FILE,
+            "helm.sh/helm/v3/cmd/helm",
+            HELM_VERSION,
+            &format!("-s -w -X helm.sh/helm/v3/internal/version.version=v{HELM_VERSION}"),
+        )?;
     }
     Ok(())
 }
@@ -245,10 +329,10 @@ fn build_kubernetes(work: &Path, out: &Path, names: &[&str]) -> anyhow::Result<(
     ));
     step.done();
 
-    let step = Step::start("go get -tool (kube-apiserver, kube-controller-manager, kubectl)");
+    let step = Step::start(format!("go get -tool ({})", names.join(", ")));
     let mut get = go(work);
     get.args(["get", "-tool"]);
-    for name in ["kube-apiserver", "kube-controller-manager", "kubectl"] {
+    for name in names {
         get.arg(format!("k8s.io/kubernetes/cmd/{name}@v{KUBE_VERSION}"));
     }
     run_with_heartbeat("go get -tool", &mut get)?;
@@ -292,6 +376,29 @@ fn build_etcd(work: &Path, out: &Path) -> anyhow::Result<()> {
     )?;
     step.done();
     build_one(work, out, "etcd", "go.etcd.io/etcd/server/v3", "-s -w")
+}
+
+/// A program from its own module, required as a tool of a throw-away module (so its replaces do not matter).
+fn build_module(
+    work: &Path,
+    out: &Path,
+    name: &str,
+    package: &str,
+    version: &str,
+    ldflags: &str,
+) -> anyhow::Result<()> {
+    fs::create_dir_all(work)?;
+    let go_mod = work.join("go.mod");
+    if !go_mod.is_file() {
+        fs::write(&go_mod, format!("module local/{name}\n\ngo 1.24.0\n"))?;
+    }
+    let step = Step::start(format!("go get -tool {package}@v{version}"));
+    run_with_heartbeat(
+        "go get -tool",
+        go(work).args(["get", "-tool", &format!("{package}@v{version}")]),
+    )?;
+    step.done();
+    build_one(work, out, name, package, ldflags)
 }
 
 fn build_one(work: &Path, out: &Path, name: &str, package: &str, ldflags: &str) -> anyhow::Result<()> {

@@ -1,8 +1,9 @@
-//! `cargo xtask e2e --backend kind`: the same e2e suite against a kind cluster that runs ksiam as an image.
+//! `cargo xtask e2e --backend kind`: the same e2e suite against a kind cluster that runs ksiam from the same
+//! image archive (`kind load image-archive`) and Helm chart as `--backend node`.
 //!
-//! Needs Docker (a running engine), kind and network access for `kindest/node`; none of these exist on the
-//! project's own machines, so CI uses `--backend local`. Knobs: `KSIAM_KIND_NODE_IMAGE` (default: kind's own
-//! default node image) and `KSIAM_E2E_IMAGE` (default `ksiam:e2e`, the tag `deploy/kustomize` must use).
+//! Needs Docker (a running engine), kind and network access for `kindest/node`; kind cannot run on the
+//! project's own machines (its node containers are privileged), so CI uses `--backend local` and `node`.
+//! Knob: `KSIAM_KIND_NODE_IMAGE` (default: kind's own default node image). Not run on this project's machines.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,13 +32,6 @@ pub fn e2e(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let kubectl_bin = k8s_bin::find_kubectl(root).context(
         "--backend kind needs kubectl: on PATH, in KSIAM_KUBECTL, or built once by `cargo xtask up`",
     )?;
-    let dockerfile = root.join("deploy").join("Dockerfile");
-    if !dockerfile.is_file() {
-        bail!(
-            "--backend kind needs {} to build the ksiam image",
-            dockerfile.display()
-        );
-    }
     install_signal_handler()?;
 
     let name = format!("ksiam-e2e-{}", std::process::id());
@@ -66,41 +60,24 @@ pub fn e2e(root: &Path, args: &[String]) -> anyhow::Result<()> {
     run_inherit(&mut create)?;
     step.done();
 
-    let image = std::env::var("KSIAM_E2E_IMAGE").unwrap_or_else(|_| "ksiam:e2e".to_owned());
-    let step = Step::start(format!("docker build -f deploy/Dockerfile -t {image}"));
+    // The same image and chart as the node backend: the archive `cargo xtask image` writes, then helm.
+    let image = crate::image::build_ksiam_image(root)?;
+    let step = Step::start("kind load image-archive target/images/ksiam.tar");
     run_inherit(
-        Command::new("docker")
-            .current_dir(root)
-            .args(["build", "-f"])
-            .arg(&dockerfile)
-            .args(["-t", &image, "."]),
+        Command::new("kind")
+            .args(["load", "image-archive"])
+            .arg(&image.path)
+            .args(["--name", &name]),
     )?;
-    step.done();
-    let step = Step::start(format!("kind load docker-image {image}"));
-    run_inherit(Command::new("kind").args(["load", "docker-image", &image, "--name", &name]))?;
     step.done();
 
     let kubectl = Kubectl {
         bin: kubectl_bin,
         kubeconfig: kubeconfig.clone(),
     };
-    crate::stack::bootstrap(root, &kubectl)?;
-    let kustomize = root.join("deploy").join("kustomize");
-    if kustomize.is_dir() {
-        let step = Step::start("kubectl apply -k deploy/kustomize");
-        kubectl.run(&["apply", "-k", &kustomize.display().to_string()])?;
-        kubectl.run(&[
-            "wait",
-            "--for=condition=Available",
-            "deployment",
-            "--all",
-            "-A",
-            "--timeout=300s",
-        ])?;
-        step.done();
-    } else {
-        say("skipping deploy/kustomize: not written yet");
-    }
+    crate::stack::bootstrap_with(root, &kubectl, false)?;
+    let helm = k8s_bin::ensure_helm(root)?;
+    crate::chart::install(&helm, root, &kubeconfig, &run_dir, &[])?;
 
     let step = Step::start("cargo test -p ksiam-e2e (kind)");
     let mut cmd = crate::suite::e2e_test_cmd(root, args);

@@ -61,7 +61,7 @@ pub fn run_cli(root: &Path, full: bool, seed: Option<u64>, count: Option<usize>)
     let runs = root.join("target").join("kubesphere-conformance");
     crate::suite::clean_stale_runs(&runs)?;
     let run_dir = runs.join(format!("run-{epoch}-{}", std::process::id()));
-    let mut stack = Stack::start_with(root, &run_dir, "dev", Some(build))?;
+    let mut stack = Stack::start_with(root, &run_dir, "dev", Some(build), false, true)?;
     let run_dir = stack.cp.run_dir.clone();
     let outcome = run(&stack, seed, count);
     // A component that died during the run explains differences better than they do.

@@ -3,16 +3,19 @@
 //! Every command CI runs goes through here, so a developer runs exactly what CI runs.
 
 mod bench;
+mod chart;
 mod cluster_bench;
 mod codegen;
 mod conformance;
 mod control_plane;
 mod differential;
+mod image;
 mod k8s_bin;
 mod kind;
 mod kubesphere;
 mod kubesphere_diff;
 mod named_tests;
+mod node;
 mod peers;
 mod pki;
 mod probe;
@@ -52,11 +55,36 @@ enum Command {
         /// from `../shared/peers/kubesphere/src` (`KUBESPHERE_APISERVER` in `target/ksiam-up/env`).
         #[arg(long)]
         with_kubesphere: bool,
+        /// Also run a real node (containerd, kubelet, kube-proxy, kube-scheduler, CoreDNS); needs root.
+        #[arg(long)]
+        node: bool,
+        /// With --node: run ksiam as Pods installed from deploy/helm/ksiam (the image of `cargo xtask image`)
+        /// instead of a local `ksiam all`.
+        #[arg(long)]
+        chart: bool,
+    },
+    /// Build the ksiam image (static release binary on scratch) into target/images/ksiam.tar and import it
+    /// into the node's containerd when a node runs.
+    Image {
+        /// Only write the archive.
+        #[arg(long)]
+        no_import: bool,
+    },
+    /// `helm lint` and the `helm template` golden files of deploy/helm/ksiam.
+    Chart {
+        /// Rewrite the golden files.
+        #[arg(long)]
+        bless: bool,
     },
     /// Stop everything `cargo xtask up` started.
     Down,
-    /// Everything CI runs: fmt, clippy, codegen check, unit/property tests, e2e on a fresh control plane.
-    Test,
+    /// Everything CI runs: fmt, clippy, codegen check, chart, unit/property tests, e2e on a fresh control
+    /// plane, then the node backend (root and cgroups; `--no-node` leaves it out).
+    Test {
+        /// Leave out `e2e --backend node` (for machines that cannot run a node: not root, no cgroups).
+        #[arg(long)]
+        no_node: bool,
+    },
     /// Admission latency through kube-apiserver and the fill time of 1,000 token Secrets (release build).
     ClusterBench,
     /// The e2e suite only.
@@ -66,6 +94,10 @@ enum Command {
         /// `all` (one `ksiam all`) or `split` (one process per service, gRPC between them).
         #[arg(long, value_enum, default_value_t = stack::Topology::All)]
         topology: stack::Topology,
+        /// `--backend node`: pack the debug builds (with their shared libraries) instead of the static release
+        /// builds (what `cargo xtask test` does, to stay inside CI's time).
+        #[arg(long)]
+        dev_images: bool,
         /// Extra arguments passed to the test binary (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -118,20 +150,25 @@ fn main() -> anyhow::Result<()> {
             detach,
             topology,
             with_kubesphere,
+            node,
+            chart,
         } => {
             topology.select();
-            control_plane::up(&root, detach, with_kubesphere)
+            control_plane::up(&root, detach, with_kubesphere, node, chart)
         }
+        Command::Image { no_import } => image::run_cli(&root, !no_import),
+        Command::Chart { bless } => chart::run_cli(&root, bless),
         Command::Down => control_plane::down(&root),
-        Command::Test => control_plane::test(&root),
+        Command::Test { no_node } => control_plane::test(&root, !no_node),
         Command::ClusterBench => cluster_bench::run(&root),
         Command::E2e {
             backend,
             topology,
+            dev_images,
             args,
         } => {
             topology.select();
-            control_plane::e2e(&root, backend, &args)
+            control_plane::e2e(&root, backend, dev_images, &args)
         }
         Command::Conformance {
             full,

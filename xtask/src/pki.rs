@@ -1,7 +1,7 @@
 //! The control plane's PKI, generated fresh for every run with rcgen (no openssl needed).
 //!
 //! ```text
-//! ca.crt/ca.key ──signs──► apiserver.crt/.key  (serverAuth; IP 127.0.0.1, 10.0.0.1; DNS localhost, kubernetes.default.svc)
+//! ca.crt/ca.key ──signs──► apiserver.crt/.key  (serverAuth; IP 127.0.0.1, 10.0.0.1, 10.244.0.1; DNS localhost, kubernetes.default.svc)
 //!               ├─signs──► admin.crt/.key      (clientAuth; CN=ksiam-admin, O=system:masters)
 //!               ├─signs──► ksiam-webhooks.crt/.key (serverAuth; IP 127.0.0.1: ksiam's TokenReview + SubjectAccessReview webhooks)
 //!               ├─signs──► webhook-client.crt/.key (clientAuth; kube-apiserver's identity towards ksiam's webhooks)
@@ -72,7 +72,15 @@ pub fn generate(dir: &Path) -> anyhow::Result<Pki> {
     let ca_key_pem = ca_key.serialize_pem();
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
 
-    let serving_names = ["127.0.0.1", "localhost", "10.0.0.1", "kubernetes.default.svc"];
+    // 10.244.0.1: the node's bridge, where kube-apiserver listens when a node runs (`up --node`).
+    let serving_names = [
+        "127.0.0.1",
+        "localhost",
+        "10.0.0.1",
+        "10.244.0.1",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ];
     let mut serving = CertificateParams::new(serving_names.map(String::from).to_vec())?;
     serving
         .distinguished_name

@@ -31,6 +31,8 @@ const SYSTEM_LABELS: [(&str, &str); 3] = [
 
 /// A running stack; dropping it stops everything.
 pub struct Stack {
+    /// The node (`--node`); declared first, so it stops before the control plane.
+    pub node: Option<crate::node::Node>,
     pub cp: ControlPlane,
     /// `KSIAM_GATEWAY` and `KSIAM_JWT_SECRET_FILE`, when `ksiam all` runs.
     pub ksiam: Option<KsiamAll>,
@@ -67,24 +69,52 @@ impl Stack {
     /// Builds what is missing and starts everything in `run_dir`, with `ksiam` built in the cargo profile
     /// `profile` (`dev` or `release`).
     pub fn start_with_profile(root: &Path, run_dir: &Path, profile: &str) -> anyhow::Result<Self> {
-        Self::start_with(root, run_dir, profile, None)
+        Self::start_with(root, run_dir, profile, None, false, true)
     }
 
-    /// Like [`Stack::start_with_profile`], and with KubeSphere's ks-apiserver beside ksiam's gateway when
-    /// `kubesphere` is a build (started early with [`crate::kubesphere::build_in_background`]).
+    /// Like [`Stack::start_with_profile`], with KubeSphere's ks-apiserver beside ksiam's gateway when
+    /// `kubesphere` is a build (started early with [`crate::kubesphere::build_in_background`]), a real node
+    /// (`crate::node`) when `node` is true, and without the local ksiam processes when `local_ksiam` is false
+    /// (ksiam then runs as Pods from the chart).
     pub fn start_with(
         root: &Path,
         run_dir: &Path,
         profile: &str,
         kubesphere: Option<crate::kubesphere::Pending>,
+        node: bool,
+        local_ksiam: bool,
     ) -> anyhow::Result<Self> {
+        if node {
+            crate::node::preflight()?;
+        }
         let bins = k8s_bin::ensure(root)?;
-        let ksiam_bin = build_ksiam(root, profile)?;
-        let mut cp = ControlPlane::start(&bins, run_dir)?;
-        bootstrap(root, &cp.kubectl())?;
+        let node_bins = node.then(|| k8s_bin::ensure_node(root)).transpose()?;
+        let ksiam_bin = if local_ksiam {
+            build_ksiam(root, profile)?
+        } else {
+            None
+        };
+        let lock = match &node_bins {
+            Some(b) => {
+                let lock = crate::node::NodeLock::acquire(&b.kube_proxy)?;
+                crate::node::prepare_network()?;
+                Some(lock)
+            }
+            None => None,
+        };
+        let options = crate::control_plane::Options {
+            node: node.then_some(crate::node::GATEWAY),
+        };
+        let mut cp = ControlPlane::start_with(&bins, run_dir, &options)?;
+        bootstrap_with(root, &cp.kubectl(), local_ksiam)?;
+        let node = match (lock, &node_bins) {
+            (Some(lock), Some(b)) => Some(crate::node::Node::start(root, &cp, b, lock)?),
+            _ => None,
+        };
         let ksiam = match ksiam_bin {
             Some(bin) if Topology::current()? == Topology::Split => Some(start_split(&mut cp, &bin)?),
             Some(bin) => Some(start_ksiam(&mut cp, &bin)?),
+            None if !local_ksiam => None,
             None => {
                 say("ksiam all: not built yet (no `ksiam` binary with an `all` subcommand)");
                 None
@@ -96,9 +126,10 @@ impl Stack {
                 let ks = build.wait()?;
                 Some(crate::kubesphere::start(root, &mut cp, &ks, &k.jwt_secret_file)?)
             }
-            (Some(_), None) => bail!("ks-apiserver runs beside `ksiam all`, which is not built"),
+            (Some(_), None) => bail!("ks-apiserver runs beside the local ksiam, which is not started"),
         };
         Ok(Self {
+            node,
             cp,
             ksiam,
             kubesphere,
@@ -111,6 +142,10 @@ impl Stack {
             ("KUBECONFIG", self.cp.kubeconfig.display().to_string()),
             ("KSIAM_KUBECTL", self.cp.kubectl.display().to_string()),
         ];
+        if self.node.is_some() {
+            env.push(("KSIAM_NODE", crate::node::NODE_NAME.to_owned()));
+            env.push(("KSIAM_NODE_TEST_IMAGE", crate::node::BUSYBOX_IMAGE.to_owned()));
+        }
         if let Some(k) = &self.ksiam {
             env.push(("KSIAM_GATEWAY", k.gateway.clone()));
             env.push(("KSIAM_ADMIN", k.admin.clone()));
@@ -163,7 +198,14 @@ impl Stack {
 }
 
 /// Applies what KubeSphere has in every cluster before its own controllers start.
+#[allow(dead_code)] // The entry point for callers that run `ksiam all` themselves.
 pub fn bootstrap(root: &Path, kubectl: &Kubectl) -> anyhow::Result<()> {
+    bootstrap_with(root, kubectl, true)
+}
+
+/// [`bootstrap`]; without ksiam's own identity (`deploy/rbac/ksiam.yaml`) when `ksiam_identity` is false (the
+/// Helm chart then brings its ClusterRole).
+pub fn bootstrap_with(root: &Path, kubectl: &Kubectl, ksiam_identity: bool) -> anyhow::Result<()> {
     let step = Step::start("bootstrap: CRDs, built-in roles, system namespaces and workspace");
     let crds = root.join("deploy").join("crds");
     if has_yaml(&crds)? {
@@ -190,7 +232,9 @@ pub fn bootstrap(root: &Path, kubectl: &Kubectl) -> anyhow::Result<()> {
     }
 
     let rbac = root.join("deploy").join("rbac").join("ksiam.yaml");
-    if rbac.is_file() {
+    if !ksiam_identity {
+        say("not applying deploy/rbac/ksiam.yaml: the chart brings ksiam's ClusterRole");
+    } else if rbac.is_file() {
         kubectl.run(&[
             "apply",
             "--server-side",
@@ -635,8 +679,8 @@ fn up_dir(root: &Path) -> PathBuf {
     root.join("target").join("ksiam-up")
 }
 
-/// `cargo xtask up [--detach] [--with-kubesphere]`.
-pub fn up(root: &Path, detach: bool, with_kubesphere: bool) -> anyhow::Result<()> {
+/// `cargo xtask up [--detach] [--with-kubesphere] [--node [--chart]]`.
+pub fn up(root: &Path, detach: bool, with_kubesphere: bool, node: bool, chart: bool) -> anyhow::Result<()> {
     install_signal_handler()?;
     let dir = up_dir(root);
     let state = dir.join("state.json");
@@ -646,8 +690,25 @@ pub fn up(root: &Path, detach: bool, with_kubesphere: bool) -> anyhow::Result<()
     }
     clean_run_dir(&dir, false)?;
 
+    if chart && !node {
+        bail!("--chart installs ksiam on the node: it needs --node");
+    }
+    // With --chart, ksiam runs as Pods from deploy/helm/ksiam (the static release image) instead of a local
+    // `ksiam all`.
+    let images = if chart {
+        Some((
+            crate::image::build_ksiam_image(root)?,
+            crate::k8s_bin::ensure_helm(root)?,
+        ))
+    } else {
+        None
+    };
     let kubesphere = with_kubesphere.then(|| crate::kubesphere::build_in_background(root));
-    let stack = Stack::start_with(root, &dir, "dev", kubesphere)?;
+    let stack = Stack::start_with(root, &dir, "dev", kubesphere, node, !chart)?;
+    if let Some((image, helm)) = &images {
+        crate::node::import_image(&image.path)?;
+        crate::chart::install(helm, root, &stack.cp.kubeconfig, &stack.cp.run_dir, &[])?;
+    }
     let env_file = dir.join("env");
     let mut env: String = stack
         .env()
@@ -676,7 +737,10 @@ pub fn up(root: &Path, detach: bool, with_kubesphere: bool) -> anyhow::Result<()
 
     if detach {
         println!("Stop it with `cargo xtask down`.");
-        let Stack { cp, .. } = stack;
+        let Stack { cp, node, .. } = stack;
+        if let Some(node) = node {
+            node.detach();
+        }
         cp.procs.detach();
         return Ok(());
     }
@@ -684,7 +748,8 @@ pub fn up(root: &Path, detach: bool, with_kubesphere: bool) -> anyhow::Result<()
     let mut stack = stack;
     loop {
         sleep(Duration::from_secs(2));
-        if let Err(e) = stack.cp.procs.check_running() {
+        let node = stack.node.as_mut().map_or(Ok(()), |n| n.procs.check_running());
+        if let Err(e) = node.and_then(|()| stack.cp.procs.check_running()) {
             let _ = fs::remove_file(&env_file);
             return Err(e);
         }
@@ -693,6 +758,7 @@ pub fn up(root: &Path, detach: bool, with_kubesphere: bool) -> anyhow::Result<()
 
 /// `cargo xtask down`: stops what `up --detach` started, by recorded pid, and removes its state.
 pub fn down(root: &Path) -> anyhow::Result<()> {
+    crate::node::down(root)?;
     let dir = up_dir(root);
     let state = dir.join("state.json");
     if !state.exists() {

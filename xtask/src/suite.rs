@@ -18,15 +18,18 @@ pub enum Backend {
     Local,
     /// A kind cluster with ksiam deployed as images (needs Docker and kind).
     Kind,
+    /// The local control plane plus a real node (containerd, kubelet, kube-proxy, CoreDNS): the tests that
+    /// need running Pods (`tests/tests/node.rs`). Needs root and cgroups.
+    Node,
 }
 
 type StepFn<'a> = Box<dyn FnOnce() -> anyhow::Result<()> + 'a>;
 
 /// `cargo xtask test`: every step runs, even after a failure, so one CI run reports everything.
-pub fn test(root: &Path) -> anyhow::Result<()> {
+pub fn test(root: &Path, node: bool) -> anyhow::Result<()> {
     install_signal_handler()?;
     crate::stack::build_without_incremental();
-    let steps: Vec<(&str, StepFn<'_>)> = vec![
+    let mut steps: Vec<(&str, StepFn<'_>)> = vec![
         (
             "cargo fmt --all -- --check",
             Box::new(|| run_inherit(&mut cargo_cmd(root, &["fmt", "--all", "--", "--check"]))),
@@ -47,6 +50,10 @@ pub fn test(root: &Path) -> anyhow::Result<()> {
         (
             "cargo xtask named-tests (every test the docs name exists)",
             Box::new(|| crate::named_tests::run(root)),
+        ),
+        (
+            "cargo xtask chart (helm lint, helm template golden files)",
+            Box::new(|| crate::chart::run_cli(root, false)),
         ),
         (
             "cargo test --workspace --exclude ksiam-e2e",
@@ -77,6 +84,14 @@ pub fn test(root: &Path) -> anyhow::Result<()> {
             }),
         ),
     ];
+    if node {
+        steps.push((
+            "cargo xtask e2e --backend node --dev-images (leave it out with --no-node)",
+            Box::new(|| e2e_node(root, &[], crate::image::Programs::Debug)),
+        ));
+    } else {
+        say("leaving out the node backend (--no-node)");
+    }
     let total = steps.len();
     let mut results = Vec::new();
     for (i, (name, step)) in steps.into_iter().enumerate() {
@@ -112,12 +127,21 @@ pub fn test(root: &Path) -> anyhow::Result<()> {
 }
 
 /// `cargo xtask e2e [--backend local|kind] [-- args]`.
-pub fn e2e(root: &Path, backend: Backend, args: &[String]) -> anyhow::Result<()> {
+pub fn e2e(root: &Path, backend: Backend, dev_images: bool, args: &[String]) -> anyhow::Result<()> {
+    let programs = if dev_images {
+        crate::image::Programs::Debug
+    } else {
+        crate::image::Programs::StaticRelease
+    };
     match backend {
         Backend::Local => e2e_local(root, args),
         Backend::Kind => crate::kind::e2e(root, args),
+        Backend::Node => e2e_node(root, args, programs),
     }
 }
+
+/// Test names containing this run only on the node backend.
+const NODE_TESTS: &str = "on_the_node";
 
 fn cargo_cmd(root: &Path, args: &[&str]) -> Command {
     let mut cmd = crate::stack::cargo_command();
@@ -137,6 +161,87 @@ pub fn e2e_test_cmd(root: &Path, args: &[String]) -> Command {
     }
     cmd.args(args);
     cmd
+}
+
+/// The node's tests against a fresh control plane with a real node and ksiam installed from the Helm chart
+/// (the images built here and imported into the node), always torn down afterwards.
+fn e2e_node(root: &Path, args: &[String], programs: crate::image::Programs) -> anyhow::Result<()> {
+    install_signal_handler()?;
+    crate::node::preflight()?;
+    let start = Instant::now();
+    let runs = root.join("target").join("e2e");
+    clean_stale_runs(&runs)?;
+    let step = Step::start("cargo test -p ksiam-e2e --no-run");
+    run_inherit(&mut cargo_cmd(root, &["test", "-p", "ksiam-e2e", "--no-run"]))?;
+    step.done();
+    let (ksiam_image, sdk_image) = crate::image::test_images(root, programs)?;
+    let helm = crate::k8s_bin::ensure_helm(root)?;
+
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let run_dir = runs.join(format!("node-{epoch}-{}", std::process::id()));
+    let mut stack = Stack::start_with(root, &run_dir, "dev", None, true, false)?;
+    let run_dir = stack.cp.run_dir.clone();
+    crate::node::import_image(&ksiam_image.path)?;
+    crate::node::import_image(&sdk_image.path)?;
+    // Two replicas: the fault test deletes them in turn and admission must keep working.
+    crate::chart::install(&helm, root, &stack.cp.kubeconfig, &run_dir, &["replicas=2"])?;
+
+    let step = Step::start("cargo test -p ksiam-e2e (node tests)");
+    let mut filtered: Vec<String> = args.to_vec();
+    if !args.iter().any(|a| !a.starts_with('-')) {
+        filtered.push(NODE_TESTS.to_owned());
+    }
+    let mut cmd = e2e_test_cmd(root, &filtered);
+    cmd.envs(stack.env())
+        .env("KSIAM_E2E", "1")
+        .env("KSIAM_E2E_BACKEND", "node")
+        .env("KSIAM_NODE_TEST_IMAGE", crate::node::BUSYBOX_IMAGE)
+        .env("KSIAM_NODE_SDK_IMAGE", crate::image::SDK_EXAMPLE_IMAGE)
+        .env("KSIAM_HELM", &helm)
+        .env("KSIAM_CHART_DIR", crate::chart::chart_dir(root))
+        .env("KSIAM_E2E_RUN_DIR", &run_dir);
+    let tests = process::run_with_deadline(&mut cmd, e2e_timeout()?);
+    step.done();
+    let health = stack
+        .node
+        .as_mut()
+        .map_or(Ok(()), |n| n.procs.check_running())
+        .and_then(|()| stack.cp.procs.check_running());
+    if tests.is_err() {
+        // What ksiam's Pods said, next to the other logs.
+        for part in ["controller", "gateway", "webhook"] {
+            let logs = stack
+                .cp
+                .kubectl()
+                .run(&[
+                    "logs",
+                    "-n",
+                    "kubesphere-system",
+                    "deployment/ksiam",
+                    "-c",
+                    part,
+                    "--tail=200",
+                ])
+                .unwrap_or_default();
+            let _ = fs::write(run_dir.join(format!("pod-ksiam-{part}.log")), logs);
+        }
+    }
+    drop(stack);
+    let outcome = tests.and(health);
+    match &outcome {
+        Ok(()) => fs::remove_dir_all(&run_dir)?,
+        Err(_) => {
+            let _ = fs::remove_dir_all(run_dir.join("etcd"));
+            say(format!("e2e failed: logs kept in {}", run_dir.display()));
+        }
+    }
+    say(format!(
+        "e2e (node) wall time: {:.1}s",
+        start.elapsed().as_secs_f64()
+    ));
+    outcome
 }
 
 /// The e2e suite against a fresh local control plane, which is always stopped afterwards.
@@ -162,11 +267,14 @@ fn e2e_local(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let run_dir = runs.join(format!("run-{epoch}-{}", std::process::id()));
-    let mut stack = Stack::start_with(root, &run_dir, "dev", Some(kubesphere))?;
+    let mut stack = Stack::start_with(root, &run_dir, "dev", Some(kubesphere), false, true)?;
     let run_dir = stack.cp.run_dir.clone();
 
     let step = Step::start("cargo test -p ksiam-e2e");
-    let mut cmd = e2e_test_cmd(root, args);
+    // The node's tests need running Pods: `--backend node` runs them.
+    let mut args = args.to_vec();
+    args.extend(["--skip".to_owned(), NODE_TESTS.to_owned()]);
+    let mut cmd = e2e_test_cmd(root, &args);
     let target = crate::stack::cargo_target_dir(root);
     cmd.envs(stack.env())
         .env(
