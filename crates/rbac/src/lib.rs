@@ -253,3 +253,8 @@ mod tests {
         assert!(v.reason(&a).contains("not ready"));
     }
 }
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
