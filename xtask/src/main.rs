@@ -10,6 +10,7 @@ mod control_plane;
 mod differential;
 mod k8s_bin;
 mod kind;
+mod libraries;
 mod peers;
 mod pki;
 mod probe;

@@ -48,6 +48,8 @@ struct Workspace {
 
 struct Member {
     publishable: bool,
+    /// Features turned on in its normal dependency on k8s-openapi, if it has one.
+    k8s_openapi_features: Vec<String>,
     /// `(dependency name, kind)`, kind is `normal`, `dev` or `build`.
     deps: Vec<(String, String)>,
 }
@@ -95,7 +97,22 @@ impl Workspace {
                     (name, kind)
                 })
                 .collect();
-            members.insert(name, Member { publishable, deps });
+            let k8s_openapi_features = package["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["name"] == "k8s-openapi" && d["kind"].is_null())
+                .flat_map(|d| d["features"].as_array().unwrap().iter())
+                .map(|f| f.as_str().unwrap().to_owned())
+                .collect();
+            members.insert(
+                name,
+                Member {
+                    publishable,
+                    deps,
+                    k8s_openapi_features,
+                },
+            );
         }
 
         let mut graph = BTreeMap::new();
@@ -308,10 +325,35 @@ fn publishable_crates_depend_only_on_publishable_crates_of_ours() {
 }
 
 #[test]
+fn publishable_crates_leave_the_kubernetes_version_to_the_application() {
+    // k8s-openapi refuses two version features at once, so a library that picks one breaks every
+    // application that picks another.
+    let ws = workspace();
+    let wrong: Vec<String> = ws
+        .members
+        .iter()
+        .filter(|(_, m)| m.publishable)
+        .flat_map(|(name, m)| {
+            m.k8s_openapi_features
+                .iter()
+                .filter(|f| f.starts_with("v1_"))
+                .map(move |f| format!("{name}: k8s-openapi/{f}"))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:?}");
+}
+
+#[test]
 fn the_rules_can_fail() {
     // The checks above pass vacuously if the graph is empty; this one shows they see real edges.
     let ws = workspace();
     assert!(ws.closure("ksiam").contains("ksiam-gateway"));
     assert!(ws.closure("ksiam-gateway").contains("tokio"));
     assert!(!ws.path("ksiam", "ksiam-rbac").is_empty());
+    assert!(
+        ws.members["ksiam"]
+            .k8s_openapi_features
+            .iter()
+            .any(|f| f.starts_with("v1_"))
+    );
 }
