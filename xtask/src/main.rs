@@ -14,6 +14,7 @@ mod k8s_bin;
 mod kind;
 mod kubesphere;
 mod kubesphere_diff;
+mod libraries;
 mod named_tests;
 mod node;
 mod peers;

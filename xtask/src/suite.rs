@@ -65,6 +65,10 @@ pub fn test(root: &Path, node: bool) -> anyhow::Result<()> {
             }),
         ),
         (
+            "library crates: cargo doc -D warnings, cargo package, examples/consumer",
+            Box::new(|| crate::libraries::check(root)),
+        ),
+        (
             "cargo xtask conformance (resolver vs Kubernetes' RequestInfoFactory; ksiam-rbac vs its RBAC authorizer)",
             Box::new(|| crate::conformance::run_cli(root, false)),
         ),

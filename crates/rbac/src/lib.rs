@@ -9,11 +9,17 @@
 //! - [`Authorizer`]: KubeSphere's union of the path allow-list and RBAC, with the `AlwaysAllow` and
 //!   `AlwaysDeny` modes.
 //! - [`status`]: the 401/403 `Status` bodies, byte-compatible with ks-apiserver.
-//! - [`naive`]: a literal, slow reference evaluator used to test the snapshot.
-//! - [`generate`]: the deterministic policy generator behind the benchmarks.
 //! - [`review`]: the rules a subject holds and who may make a request (RulesFor, WhoCan).
+//! - [`rego`]: `iam.kubesphere.io/rego-override` policies, evaluated with regorus under the `rego` feature.
 //!
 //! This crate does no I/O, never panics on any input, and every decision carries its reason.
+//!
+//! # Features
+//!
+//! - `rego` (off by default): evaluate `iam.kubesphere.io/rego-override` policies with the regorus engine.
+//!   Without it, a role's rules still apply and its rego policy never allows.
+//! - `testing` (off by default): `generate`, the deterministic policy generator behind the benchmarks, and
+//!   `naive`, the literal reference evaluator the snapshot is tested against. Not a stable API.
 //!
 //! ```
 //! use ksiam_rbac::{model::*, request::resolve, Authorizer, Mode, PolicyIndex, PolicyStore};
@@ -34,9 +40,13 @@
 //! assert!(!authz.decide(&store, &info.attributes(user, &[])).allowed());
 //! ```
 
+#![deny(missing_docs)]
+
+#[cfg(feature = "testing")]
 pub mod generate;
 pub mod matching;
 pub mod model;
+#[cfg(feature = "testing")]
 pub mod naive;
 pub mod path;
 pub mod query;
@@ -243,3 +253,8 @@ mod tests {
         assert!(v.reason(&a).contains("not ready"));
     }
 }
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -82,3 +82,8 @@ pub use self::{
 pub use kube;
 /// The `Status` that [`Error::Api`] carries (kube's type, re-exported).
 pub use kube::core::Status;
+
+/// The README's example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -7,7 +7,16 @@
 //!   ([`LiveTokens`]): a token counts only while a Secret holds it.
 //! - [`VerifyCache`]: verified tokens, keyed by a hash of the token, for at most 10 s (or until `exp`).
 //!
+//! - [`Authenticator`]: bearer authentication as ks-apiserver does it (spec §6.2): verify through the cache,
+//!   then a live token and an existing ServiceAccount for ServiceAccounts, an existing enabled user otherwise.
+//!
 //! Tokens never appear in `Debug` output or error messages of this crate.
+//!
+//! # Features
+//!
+//! - `grpc` (off by default): the `grpc` module (the `TokenService` gRPC server and `TokenClient`, on tonic)
+//!   and `grpc_auth` (mutual TLS and a per-method allow-list by client certificate).
+//! - `test-pki` (off by default): `test_pki`, a throw-away CA for tests of the mutual-TLS servers.
 //!
 //! ```
 //! use ksiam_token::{Issuer, KeySet, Verifier};
@@ -19,6 +28,8 @@
 //! assert_eq!(user.username, "kubesphere:serviceaccount:default:sample");
 //! assert_eq!(user.service_account(), Some(("default", "sample")));
 //! ```
+
+#![deny(missing_docs)]
 
 pub mod authn;
 mod cache;
@@ -278,3 +289,8 @@ fn go_duration(seconds: i64) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

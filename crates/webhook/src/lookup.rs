@@ -3,17 +3,21 @@
 //! Lookups answer "not found" with `Ok(None)` / `Ok(false)` so that the injector, not the lookup, owns the
 //! messages the API server shows to users (spec §7.2). Every other failure is a [`LookupError`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use ksiam_api::constants::{APISERVER_TLS_SECRET, KUBESPHERE_NAMESPACE, ROOT_CA_CONFIG_MAP, ROOT_CA_KEY};
 use ksiam_api::serviceaccount::ServiceAccount;
-use kube::api::PostParams;
-use kube::{Api, Client};
+#[cfg(feature = "server")]
+use {
+    k8s_openapi::ByteString,
+    k8s_openapi::api::core::v1::{ConfigMap, Secret},
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ksiam_api::constants::{APISERVER_TLS_SECRET, KUBESPHERE_NAMESPACE, ROOT_CA_CONFIG_MAP, ROOT_CA_KEY},
+    kube::api::PostParams,
+    kube::{Api, Client},
+    std::collections::BTreeMap,
+};
 
 /// Reads what the pod injector needs. Implementations must be cheap to share between requests.
 pub trait Lookup: Send + Sync {
@@ -43,6 +47,7 @@ pub trait Lookup: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
     /// The API server answered with an error, or could not be reached.
+    #[cfg(feature = "server")]
     #[error("{}", describe_kube_error(.0))]
     Kube(#[source] kube::Error),
     /// The CA Secret exists but has no `ca.crt` key.
@@ -60,6 +65,7 @@ pub enum LookupError {
     Other(String),
 }
 
+#[cfg(feature = "server")]
 impl From<kube::Error> for LookupError {
     fn from(error: kube::Error) -> Self {
         Self::Kube(error)
@@ -68,6 +74,7 @@ impl From<kube::Error> for LookupError {
 
 /// The API server's own message for API errors (what kube-apiserver users expect to read), the full
 /// error otherwise. Neither contains Secret data: lookups never read it into an error.
+#[cfg(feature = "server")]
 fn describe_kube_error(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
@@ -78,11 +85,13 @@ fn describe_kube_error(error: &kube::Error) -> String {
 // === impl KubeLookup ===
 
 /// Direct GETs against the API server (no cache): the webhook answers from the current state.
+#[cfg(feature = "server")]
 #[derive(Clone)]
 pub struct KubeLookup {
     client: Client,
 }
 
+#[cfg(feature = "server")]
 impl KubeLookup {
     /// A lookup that uses `client`.
     pub fn new(client: Client) -> Self {
@@ -90,12 +99,14 @@ impl KubeLookup {
     }
 }
 
+#[cfg(feature = "server")]
 impl std::fmt::Debug for KubeLookup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeLookup").finish_non_exhaustive()
     }
 }
 
+#[cfg(feature = "server")]
 impl Lookup for KubeLookup {
     async fn get_service_account(
         &self,
@@ -138,6 +149,7 @@ impl Lookup for KubeLookup {
 }
 
 /// The ConfigMap KubeSphere creates in TLS mode: `binaryData.ca.crt` = the KubeSphere CA.
+#[cfg(feature = "server")]
 fn root_ca_config_map(namespace: &str, ca: ByteString) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
@@ -152,7 +164,8 @@ fn root_ca_config_map(namespace: &str, ca: ByteString) -> ConfigMap {
 
 // === impl MemoryLookup ===
 
-/// An in-memory lookup for tests and benchmarks.
+/// An in-memory lookup: for callers that keep the ServiceAccounts and token Secrets themselves (their own
+/// cache, a dry run, a test).
 ///
 /// Failures can be injected per namespace; `ensure_root_ca_config_map` records the namespaces it was asked for.
 #[derive(Clone, Debug, Default)]
