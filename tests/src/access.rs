@@ -105,3 +105,27 @@ pub fn service_account_token(ns: &str, name: &str) -> anyhow::Result<String> {
     )?;
     secret_token(ns, &token_secret_name(ns, name)?)
 }
+
+/// Whether the gateway (`KSIAM_GATEWAY`) answers `GET /readyz` with 200 (every watch synced); false while it
+/// is down or restarting.
+pub fn gateway_ready() -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(gateway) = std::env::var("KSIAM_GATEWAY") else {
+        return false;
+    };
+    let hostport = gateway.trim_start_matches("http://");
+    let Some(addr) = std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        .ok()
+        .and_then(|mut a| a.next())
+    else {
+        return false;
+    };
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 12];
+    write!(stream, "GET /readyz HTTP/1.0\r\nHost: {hostport}\r\n\r\n").is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && &head[9..12] == b"200"
+}

@@ -15,7 +15,7 @@ mod webhook;
 
 pub use self::{
     access::{
-        api_server, gateway_addr, gateway_request, kubectl_with_token, service_account_token,
+        api_server, gateway_addr, gateway_ready, gateway_request, kubectl_with_token, service_account_token,
         token_kubeconfig,
     },
     env::{E2e, e2e, workspace_root},

@@ -6,7 +6,6 @@
 //! `KSIAM_PID_FILE`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::ToSocketAddrs as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ksiam_e2e::{TestNamespace, get_json, kubectl_with_stdin, poll, secret_names};
@@ -36,26 +35,6 @@ fn current_pid() -> anyhow::Result<u32> {
     Ok(std::fs::read_to_string(pid_file()?)?.trim().parse()?)
 }
 
-/// Whether the gateway answers `GET /readyz` with 200 (every watch synced).
-fn gateway_ready() -> bool {
-    use std::io::{Read as _, Write as _};
-    let Ok(gateway) = std::env::var("KSIAM_GATEWAY") else {
-        return false;
-    };
-    let hostport = gateway.trim_start_matches("http://");
-    let Some(addr) = hostport.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
-        return false;
-    };
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut head = [0u8; 12];
-    write!(stream, "GET /readyz HTTP/1.0\r\nHost: {hostport}\r\n\r\n").is_ok()
-        && stream.read_exact(&mut head).is_ok()
-        && &head[9..12] == b"200"
-}
-
 /// The leader Lease's `renewTime` (the stack's `ksiam all` holds `kubesphere-system/ksiam-controller`).
 fn lease_renewed() -> anyhow::Result<String> {
     let lease = get_json(&["lease", "ksiam-controller", "-n", "kubesphere-system"])?;
@@ -74,7 +53,7 @@ fn kill_and_wait_for_restart() -> anyhow::Result<(Duration, Duration)> {
     let start = Instant::now();
     let renewed = lease_renewed()?;
     poll("ksiam all to be restarted", Duration::from_secs(60), || {
-        Ok((current_pid()? != old && gateway_ready()).then_some(()))
+        Ok((current_pid()? != old && ksiam_e2e::gateway_ready()).then_some(()))
     })?;
     let ready = start.elapsed();
     poll(

@@ -5,7 +5,6 @@
 //!
 //! Its own test binary: it kills `ksiam all` (`cargo xtask e2e` restarts it, as the fault test relies on).
 
-use std::net::ToSocketAddrs as _;
 use std::time::Duration;
 
 use ksiam_e2e::{
@@ -119,25 +118,6 @@ fn pid() -> anyhow::Result<u32> {
     Ok(std::fs::read_to_string(file)?.trim().parse()?)
 }
 
-fn gateway_ready() -> bool {
-    use std::io::{Read as _, Write as _};
-    let Ok(gateway) = std::env::var("KSIAM_GATEWAY") else {
-        return false;
-    };
-    let hostport = gateway.trim_start_matches("http://");
-    let Some(addr) = hostport.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
-        return false;
-    };
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut head = [0u8; 12];
-    write!(stream, "GET /readyz HTTP/1.0\r\nHost: {hostport}\r\n\r\n").is_ok()
-        && stream.read_exact(&mut head).is_ok()
-        && &head[9..12] == b"200"
-}
-
 #[test]
 fn only_workloads_mounting_a_replaced_token_secret_are_restarted_once() -> anyhow::Result<()> {
     let test_ns = TestNamespace::create("restart")?;
@@ -185,7 +165,7 @@ fn only_workloads_mounting_a_replaced_token_secret_are_restarted_once() -> anyho
         .status()?;
     anyhow::ensure!(status.success(), "kill -9 {old} failed");
     poll("ksiam all to be restarted", Duration::from_secs(60), || {
-        Ok((pid()? != old && gateway_ready()).then_some(()))
+        Ok((pid()? != old && ksiam_e2e::gateway_ready()).then_some(()))
     })?;
     let listed = reconciled_after(&ns, &listed, "marker-3")?;
     reconciled_after(&ns, &listed, "marker-4")?;
