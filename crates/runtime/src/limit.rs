@@ -103,6 +103,8 @@ struct Inner {
     is_long_running: IsLongRunning,
     rejected: Family<KindLabel, Counter>,
     inflight: Family<KindLabel, Gauge>,
+    /// The gauge of each kind, looked up once (no map lookup per request).
+    gauges: [Gauge; 3],
 }
 
 fn pool(limit: usize) -> Option<Arc<Semaphore>> {
@@ -112,6 +114,9 @@ fn pool(limit: usize) -> Option<Arc<Semaphore>> {
 impl InflightLimits {
     /// Limits from the flags; `is_long_running` classifies requests.
     pub fn new(args: LimitArgs, is_long_running: IsLongRunning) -> Self {
+        let inflight = Family::<KindLabel, Gauge>::default();
+        let gauges = [Kind::ReadOnly, Kind::Mutating, Kind::LongRunning]
+            .map(|kind| inflight.get_or_create(&KindLabel { kind }).clone());
         Self {
             inner: Arc::new(Inner {
                 read_only: pool(args.max_requests_inflight),
@@ -119,7 +124,8 @@ impl InflightLimits {
                 long_running: pool(args.max_long_running_requests),
                 is_long_running,
                 rejected: Family::default(),
-                inflight: Family::default(),
+                inflight,
+                gauges,
             }),
         }
     }
@@ -187,18 +193,17 @@ pub fn too_many_requests() -> Response {
 
 async fn limit(State(limits): State<InflightLimits>, req: Request, next: Next) -> Response {
     let kind = limits.kind(&req);
-    let label = KindLabel { kind };
     let permit = match limits.semaphore(kind) {
         None => None,
         Some(semaphore) => match semaphore.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {
-                limits.inner.rejected.get_or_create(&label).inc();
+                limits.inner.rejected.get_or_create(&KindLabel { kind }).inc();
                 return too_many_requests();
             }
         },
     };
-    let gauge = limits.inner.inflight.get_or_create(&label).clone();
+    let gauge = limits.inner.gauges[kind as usize].clone();
     gauge.inc();
     let guard = Guard {
         _permit: permit,
