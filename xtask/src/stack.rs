@@ -373,48 +373,35 @@ fn build_ksiam(root: &Path, profile: &str) -> anyhow::Result<Option<PathBuf>> {
 /// kill it on purpose, reading its current pid from `ksiam.pid`. Any other exit stops the loop, so a
 /// process that fails on start-up still fails the start.
 fn start_ksiam(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> {
-    // Run a copy: `target/<profile>/ksiam` is rewritten by any later build (another checkout sharing
-    // CARGO_TARGET_DIR included), and the restart loop below execs the binary again after each kill.
-    let bin = cp.run_dir.join("ksiam");
-    std::fs::copy(built, &bin)
-        .with_context(|| format!("copying {} to {}", built.display(), bin.display()))?;
+    let (bin, jwt_secret_file) = prepare_run(cp, built)?;
     let bin = bin.as_path();
-    let jwt_secret_file = cp.run_dir.join("jwt-secret");
-    crate::pki::write_secret(&jwt_secret_file, &crate::pki::random_hex(32)?)?;
     let listen = free_port()?;
     let grpc = free_port()?;
     let token_grpc = free_port()?;
     let admin = free_port()?;
     let pid_file = cp.run_dir.join("ksiam.pid");
     let (webhooks, crt, key) = cp.authn_authz_webhooks.clone();
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(
-            "while :; do \"$@\" & echo $! > \"$KSIAM_PID_FILE\"; wait $!; rc=$?; \
-             [ $rc -eq 137 ] || exit $rc; echo 'ksiam all was killed: restarting' >&2; done",
-        )
-        .arg("ksiam-restarter")
-        .arg(bin)
-        .arg("all")
-        .env("KSIAM_PID_FILE", &pid_file)
-        .env("KUBECONFIG", &cp.ksiam_kubeconfig)
-        .env("KSIAM_JWT_SECRET_FILE", &jwt_secret_file)
-        .env("KSIAM_GATEWAY_LISTEN", listen.to_string())
-        .env("KSIAM_ADMIN_LISTEN", admin.to_string())
-        .env("KSIAM_AUTHZ_GRPC_LISTEN", grpc.to_string())
-        .env("KSIAM_TOKEN_GRPC_LISTEN", token_grpc.to_string())
-        .env("KSIAM_AUTHZ_WEBHOOK_LISTEN", webhooks.to_string())
-        .env("KSIAM_AUTHZ_TLS_CERT_FILE", crt)
-        .env("KSIAM_AUTHZ_TLS_KEY_FILE", key)
+    let pki = cp.grpc_pki.clone();
+    let os = |p: &Path| p.as_os_str().to_owned();
+    let env: Env = vec![
+        ("KSIAM_JWT_SECRET_FILE", os(&jwt_secret_file)),
+        ("KSIAM_GATEWAY_LISTEN", listen.to_string().into()),
+        ("KSIAM_ADMIN_LISTEN", admin.to_string().into()),
+        ("KSIAM_AUTHZ_GRPC_LISTEN", grpc.to_string().into()),
+        ("KSIAM_TOKEN_GRPC_LISTEN", token_grpc.to_string().into()),
+        ("KSIAM_AUTHZ_WEBHOOK_LISTEN", webhooks.to_string().into()),
+        ("KSIAM_AUTHZ_TLS_CERT_FILE", os(&crt)),
+        ("KSIAM_AUTHZ_TLS_KEY_FILE", os(&key)),
         // Only kube-apiserver (its webhook client certificate, signed by the cluster CA) may ask.
-        .env("KSIAM_AUTHZ_CLIENT_CA_FILE", &cp.grpc_pki.ca)
+        ("KSIAM_AUTHZ_CLIENT_CA_FILE", os(&pki.ca)),
         // Likewise for the admission webhooks (kube-apiserver's --admission-control-config-file).
-        .env("KSIAM_WEBHOOK_CLIENT_CA_FILE", &cp.grpc_pki.ca)
+        ("KSIAM_WEBHOOK_CLIENT_CA_FILE", os(&pki.ca)),
         // Both gRPC APIs: mutual TLS, client certificates from the cluster CA, the default allow-list.
-        .env("KSIAM_GRPC_TLS_CERT_FILE", &cp.grpc_pki.server_crt)
-        .env("KSIAM_GRPC_TLS_KEY_FILE", &cp.grpc_pki.server_key)
-        .env("KSIAM_GRPC_CLIENT_CA_FILE", &cp.grpc_pki.ca);
-    cp.procs.spawn("ksiam", cmd, &cp.run_dir.join("ksiam.log"))?;
+        ("KSIAM_GRPC_TLS_CERT_FILE", os(&pki.server_crt)),
+        ("KSIAM_GRPC_TLS_KEY_FILE", os(&pki.server_key)),
+        ("KSIAM_GRPC_CLIENT_CA_FILE", os(&pki.ca)),
+    ];
+    spawn_restarting(cp, "ksiam", bin, &["all"], &env, &pid_file)?;
     cp.procs
         .wait_ready("ksiam", Duration::from_secs(90), || http_ok(admin, "/readyz"))?;
     Ok(KsiamAll {
@@ -464,6 +451,18 @@ impl Topology {
 
 static SELECTED: std::sync::OnceLock<Topology> = std::sync::OnceLock::new();
 
+/// Copies the built binary into the run directory and writes a fresh JWT secret there. A copy runs because
+/// `target/<profile>/ksiam` is rewritten by any later build (another checkout sharing CARGO_TARGET_DIR
+/// included), and the restart loop execs the binary again after each kill.
+fn prepare_run(cp: &ControlPlane, built: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let bin = cp.run_dir.join("ksiam");
+    std::fs::copy(built, &bin)
+        .with_context(|| format!("copying {} to {}", built.display(), bin.display()))?;
+    let jwt_secret_file = cp.run_dir.join("jwt-secret");
+    crate::pki::write_secret(&jwt_secret_file, &crate::pki::random_hex(32)?)?;
+    Ok((bin, jwt_secret_file))
+}
+
 /// Environment variables of a process.
 type Env = Vec<(&'static str, std::ffi::OsString)>;
 
@@ -498,12 +497,8 @@ fn spawn_restarting(
 /// authorizer; the gateway and the authorizer follow the token service's revocations; the controller asks
 /// it to issue).
 fn start_split(cp: &mut ControlPlane, built: &Path) -> anyhow::Result<KsiamAll> {
-    let bin = cp.run_dir.join("ksiam");
-    std::fs::copy(built, &bin)
-        .with_context(|| format!("copying {} to {}", built.display(), bin.display()))?;
+    let (bin, jwt_secret_file) = prepare_run(cp, built)?;
     let bin = bin.as_path();
-    let jwt_secret_file = cp.run_dir.join("jwt-secret");
-    crate::pki::write_secret(&jwt_secret_file, &crate::pki::random_hex(32)?)?;
     let pki = cp.grpc_pki.clone();
     let (webhooks, crt, key) = cp.authn_authz_webhooks.clone();
     let (gateway, authz_grpc, token_grpc) = (free_port()?, free_port()?, free_port()?);
